@@ -1,0 +1,68 @@
+"""Decimal money. Never floats: wire values are decimal strings, inside they are `Decimal`."""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+ZERO = Decimal(0)
+
+# Plain decimal notation only: no exponent, no NaN/Infinity, no sign other than a leading '-'.
+_DECIMAL_RE = re.compile(r"^-?(\d{1,30})(\.\d{1,18})?$")
+MAX_INTEGER_DIGITS = 30
+MAX_FRACTION_DIGITS = 18
+
+
+class BadDecimal(ValueError):
+    """A string that is not a plain, finite decimal number."""
+
+
+def parse_decimal(text: str, field: str = "value") -> Decimal:
+    """Parse a wire decimal string. Rejects empty, NaN, infinities, exponents and over-long input."""
+    if not isinstance(text, str):
+        raise BadDecimal(f"{field} must be a decimal string")
+    stripped = text.strip()
+    if not stripped:
+        raise BadDecimal(f"{field} is required")
+    if not _DECIMAL_RE.match(stripped):
+        raise BadDecimal(
+            f"{field} must be a plain decimal number with at most {MAX_INTEGER_DIGITS} integer and "
+            f"{MAX_FRACTION_DIGITS} fraction digits, got {text[:40]!r}"
+        )
+    try:
+        return Decimal(stripped)
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid decimals
+        raise BadDecimal(f"{field} is not a decimal: {text[:40]!r}") from exc
+
+
+def parse_positive(text: str, field: str) -> Decimal:
+    value = parse_decimal(text, field)
+    if value <= 0:
+        raise BadDecimal(f"{field} must be greater than 0, got {text.strip()}")
+    return value
+
+
+def fmt(value: Decimal) -> str:
+    """Decimal to a plain wire string (no exponent, no trailing zeros)."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def floor_to_step(value: Decimal, step: Decimal) -> Decimal:
+    """Largest multiple of `step` that is <= value (for value >= 0)."""
+    if step <= 0:
+        return value
+    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+
+def round_to_step(value: Decimal, step: Decimal) -> Decimal:
+    if step <= 0:
+        return value
+    return (value / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
+
+
+def quantize_fee(value: Decimal) -> Decimal:
+    """Fees are kept to 12 decimal places, rounded half-even."""
+    return value.quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN)

@@ -1,0 +1,26 @@
+"""Outbound calls: one long-lived channel per upstream, a deadline on every call."""
+
+from __future__ import annotations
+
+import grpc
+
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # Order placement must never be retried by the transport; retries are decided by the code.
+    ("grpc.enable_retries", 0),
+)
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def deadline(context: grpc.aio.ServicerContext | None, default_s: float) -> float:
+    """Seconds for an outbound call: our default, cut to what our own caller has left."""
+    if context is None:
+        return default_s
+    remaining = context.time_remaining()
+    if remaining is None:
+        return default_s
+    return max(0.001, min(default_s, remaining))

@@ -1,0 +1,125 @@
+"""Canonical gRPC errors with a machine-readable reason.
+
+Engines raise `ServiceError(code, reason, message)`; servicer methods wrapped with `unary` or
+`stream` turn it into a `google.rpc.Status` carrying one `ErrorInfo` (UPPER_SNAKE reason, domain
+"nija"). Anything else is a bug: logged with its traceback and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "nija"
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class ServiceError(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+
+    def __repr__(self) -> str:
+        return f"ServiceError({self.code.name}, {self.reason}, {self.message!r})"
+
+
+def invalid(reason: str, message: str, **md: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, **md)
+
+
+def not_found(reason: str, message: str, **md: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, reason, message, **md)
+
+
+def precondition(reason: str, message: str, **md: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, reason, message, **md)
+
+
+def to_status(err: ServiceError) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, err.code.name), message=err.message, details=[detail]
+    )
+    return rpc_status.to_status(status)
+
+
+def reason_of(exc: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason carried by a failed call ('' when there is none)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == _DETAILS_KEY:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return info.reason
+    return ""
+
+
+def relay(exc: grpc.aio.AioRpcError) -> ServiceError:
+    """An upstream's error, passed on to our caller with its code and reason."""
+    return ServiceError(exc.code(), reason_of(exc) or exc.code().name, exc.details() or "")
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: ServiceError) -> None:
+    log.info("rpc refused", extra={"code": err.code.name, "reason": err.reason, "detail": err.message})
+    await context.abort_with_status(to_status(err))
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def unary(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except ServiceError as err:
+            await _abort(context, err)
+            raise AssertionError("unreachable")  # abort raises
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", fn.__qualname__)
+            await _abort(context, ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
+            raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def stream(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    # Streaming handlers stay `async def ... yield` (the OpenTelemetry aio interceptor needs it).
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except ServiceError as err:
+            await _abort(context, err)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", fn.__qualname__)
+            await _abort(context, ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
+
+    return wrapper

@@ -1,0 +1,130 @@
+"""One bootstrap for every service.
+
+`serve(app, listen)` runs a grpc.aio server with the standard async health service (overall ""
+and each of the app's service names), server reflection, and a graceful stop: on SIGTERM/SIGINT
+health turns NOT_SERVING, in-flight calls get `grace_s` to finish, then the app stops.
+The bound port (useful with port 0) is written to `port_file` once the server is SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 0
+    port_file: str | None = None
+    grace_s: float = 5.0
+
+
+class App(Protocol):
+    """What a service hands to the bootstrap."""
+
+    #: fully-qualified gRPC service names served (health + reflection).
+    service_names: Sequence[str]
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self, health: "Health") -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Health:
+    """The app's view of its health status: one switch for "" and all its service names."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
+        self._servicer = servicer
+        self._names = ["", *names]
+        self.serving = False
+
+    async def set_serving(self, serving: bool) -> None:
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._names:
+            await self._servicer.set(name, status)
+
+
+class RunningServer:
+    """A started server; `port` is the bound port. Used directly by tests."""
+
+    def __init__(self, app: App, listen: Listen) -> None:
+        self.app = app
+        self.listen = listen
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._health_servicer = health.aio.HealthServicer()
+        self.health = Health(self._health_servicer, app.service_names)
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        return f"{self.listen.host}:{self.port}"
+
+    async def start(self) -> "RunningServer":
+        self.app.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, self.server)
+        reflection.enable_server_reflection(
+            (*self.app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{self.listen.host}:{self.listen.port}")
+        await self.health.set_serving(False)
+        await self.server.start()
+        await self.app.start(self.health)
+        if not self.health.serving:
+            await self.health.set_serving(True)
+        if self.listen.port_file:
+            tmp = f"{self.listen.port_file}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(str(self.port))
+            os.replace(tmp, self.listen.port_file)
+        log.info("serving", extra={"port": self.port, "services": list(self.app.service_names)})
+        return self
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        grace = self.listen.grace_s if grace_s is None else grace_s
+        await self._health_servicer.enter_graceful_shutdown()
+        self.health.serving = False
+        log.info("draining", extra={"grace_s": grace})
+        await self.server.stop(grace)
+        await self.app.stop()
+        log.info("stopped")
+
+
+async def serve(app: App, listen: Listen) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await RunningServer(app, listen).start()
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+        if listen.port_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(listen.port_file)

@@ -1,0 +1,108 @@
+"""Translation between protobuf messages and domain values, shared by every servicer.
+
+Malformed input becomes `ServiceError(INVALID_ARGUMENT, ...)` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from google.protobuf import timestamp_pb2
+from nija.common.v1 import common_pb2
+
+from services.domain.signal import (
+    ExecutionMethod,
+    Side,
+    Signal,
+    SignalProblem,
+    SignalType,
+    check_id,
+    check_metadata,
+    check_pair,
+    check_size,
+    check_strategy,
+)
+from services.domain.states import Status
+from services.runtime.errors import invalid
+
+SIDE_TO_PB = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
+SIDE_FROM_PB = {v: k for k, v in SIDE_TO_PB.items()}
+
+SIGNAL_TYPE_TO_PB = {
+    SignalType.ENTRY: common_pb2.SIGNAL_TYPE_ENTRY,
+    SignalType.EXIT: common_pb2.SIGNAL_TYPE_EXIT,
+    SignalType.PROFIT_TAKE: common_pb2.SIGNAL_TYPE_PROFIT_TAKE,
+    SignalType.STOP_LOSS: common_pb2.SIGNAL_TYPE_STOP_LOSS,
+}
+SIGNAL_TYPE_FROM_PB = {v: k for k, v in SIGNAL_TYPE_TO_PB.items()}
+
+METHOD_TO_PB = {
+    ExecutionMethod.MARKET: common_pb2.EXECUTION_METHOD_MARKET,
+    ExecutionMethod.LIMIT: common_pb2.EXECUTION_METHOD_LIMIT,
+    ExecutionMethod.TWAP: common_pb2.EXECUTION_METHOD_TWAP,
+}
+METHOD_FROM_PB = {v: k for k, v in METHOD_TO_PB.items()}
+
+STATUS_TO_PB = {s: getattr(common_pb2, f"EXECUTION_STATUS_{s.name}") for s in Status}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+
+
+def status_name(pb_status: int) -> str:
+    status = STATUS_FROM_PB.get(pb_status)
+    return status.value if status else "unspecified"
+
+
+def side_from_pb(value: int) -> Side:
+    try:
+        return SIDE_FROM_PB[value]
+    except KeyError:
+        raise invalid("BAD_SIDE", "side must be SIDE_BUY or SIDE_SELL", field="side") from None
+
+
+def signal_type_from_pb(value: int) -> SignalType:
+    try:
+        return SIGNAL_TYPE_FROM_PB[value]
+    except KeyError:
+        raise invalid(
+            "BAD_SIGNAL_TYPE",
+            "signal_type must be one of ENTRY, EXIT, PROFIT_TAKE, STOP_LOSS",
+            field="signal_type",
+        ) from None
+
+
+def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def now_pb() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
+    """Validate a wire signal; every rule broken is INVALID_ARGUMENT naming its field."""
+    try:
+        signal_id = check_id(pb.signal_id, "signal_id")
+        user_id = check_id(pb.user_id, "user_id")
+        pair = check_pair(pb.pair)
+        side = side_from_pb(pb.side)
+        size = check_size(pb.size_usd)
+        signal_type = signal_type_from_pb(pb.signal_type)
+        strategy = check_strategy(pb.strategy)
+        metadata = check_metadata(dict(pb.metadata))
+    except SignalProblem as problem:
+        raise invalid(f"BAD_{problem.field.upper()}", str(problem), field=problem.field) from None
+    return Signal(
+        signal_id=signal_id,
+        user_id=user_id,
+        pair=pair,
+        side=side,
+        size_usd=size,
+        signal_type=signal_type,
+        strategy=strategy,
+        timestamp=timestamp_to_datetime(pb.timestamp),
+        metadata=metadata,
+    )
