@@ -18,19 +18,18 @@ class BadDecimal(ValueError):
 
 
 def parse_decimal(text: str, field: str = "value") -> Decimal:
-    """Parse a wire decimal string. Rejects empty, NaN, infinities, exponents and over-long input."""
+    """Parse a wire decimal string. Rejects empty, padded, NaN, infinities, exponents, over-long input."""
     if not isinstance(text, str):
         raise BadDecimal(f"{field} must be a decimal string")
-    stripped = text.strip()
-    if not stripped:
+    if not text:
         raise BadDecimal(f"{field} is required")
-    if not _DECIMAL_RE.match(stripped):
+    if not _DECIMAL_RE.fullmatch(text):
         raise BadDecimal(
             f"{field} must be a plain decimal number with at most {MAX_INTEGER_DIGITS} integer and "
             f"{MAX_FRACTION_DIGITS} fraction digits, got {text[:40]!r}"
         )
     try:
-        return Decimal(stripped)
+        return Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid decimals
         raise BadDecimal(f"{field} is not a decimal: {text[:40]!r}") from exc
 
@@ -38,7 +37,7 @@ def parse_decimal(text: str, field: str = "value") -> Decimal:
 def parse_positive(text: str, field: str) -> Decimal:
     value = parse_decimal(text, field)
     if value <= 0:
-        raise BadDecimal(f"{field} must be greater than 0, got {text.strip()}")
+        raise BadDecimal(f"{field} must be greater than 0, got {text}")
     return value
 
 

@@ -83,7 +83,7 @@ class SignalProblem(ValueError):
 def check_id(value: str, field: str) -> str:
     if not value:
         raise SignalProblem(field, f"{field} is required")
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise SignalProblem(
             field, f"{field} must be 1-128 characters of letters, digits and . _ : @ - (got {value[:40]!r})"
         )
@@ -93,7 +93,7 @@ def check_id(value: str, field: str) -> str:
 def check_pair(value: str) -> str:
     if not value:
         raise SignalProblem("pair", "pair is required")
-    if not PAIR_RE.match(value):
+    if not PAIR_RE.fullmatch(value):
         raise SignalProblem("pair", f"pair must look like BASE-QUOTE, e.g. BTC-USD (got {value[:40]!r})")
     return value
 

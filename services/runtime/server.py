@@ -57,8 +57,15 @@ class Health:
         self._servicer = servicer
         self._names = ["", *names]
         self.serving = False
+        # An app that sets its own status during start (e.g. NOT_SERVING until its upstream is
+        # reachable) keeps it; otherwise the bootstrap turns it SERVING once started.
+        self.managed_by_app = False
 
     async def set_serving(self, serving: bool) -> None:
+        self.managed_by_app = True
+        await self._apply(serving)
+
+    async def _apply(self, serving: bool) -> None:
         self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -91,11 +98,16 @@ class RunningServer:
             (*self.app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = self.server.add_insecure_port(f"{self.listen.host}:{self.listen.port}")
-        await self.health.set_serving(False)
-        await self.server.start()
+        await self.health._apply(False)
+        # The app is up before the first call can reach its handlers.
         await self.app.start(self.health)
-        if not self.health.serving:
-            await self.health.set_serving(True)
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.app.stop()
+            raise
+        if not self.health.managed_by_app:
+            await self.health._apply(True)
         if self.listen.port_file:
             tmp = f"{self.listen.port_file}.tmp"
             with open(tmp, "w") as fh:

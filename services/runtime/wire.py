@@ -23,7 +23,7 @@ from services.domain.signal import (
     check_strategy,
 )
 from services.domain.states import Status
-from services.runtime.errors import invalid
+from services.runtime.errors import ServiceError, invalid
 
 SIDE_TO_PB = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
 SIDE_FROM_PB = {v: k for k, v in SIDE_TO_PB.items()}
@@ -82,6 +82,11 @@ def now_pb() -> timestamp_pb2.Timestamp:
     return ts
 
 
+def field_error(problem: SignalProblem) -> ServiceError:
+    """INVALID_ARGUMENT with reason BAD_<FIELD> for a broken signal rule."""
+    return invalid(f"BAD_{problem.field.upper()}", str(problem), field=problem.field)
+
+
 def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
     """Validate a wire signal; every rule broken is INVALID_ARGUMENT naming its field."""
     try:
@@ -94,7 +99,7 @@ def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
         strategy = check_strategy(pb.strategy)
         metadata = check_metadata(dict(pb.metadata))
     except SignalProblem as problem:
-        raise invalid(f"BAD_{problem.field.upper()}", str(problem), field=problem.field) from None
+        raise field_error(problem) from None
     return Signal(
         signal_id=signal_id,
         user_id=user_id,

@@ -1,0 +1,70 @@
+"""The trade check: may this user place this trade, and on which brokers? Pure.
+
+A denial is a `Decision`, never an exception. Checks run in this order and the first that fails
+decides: user enabled, pair allowed, size within the user's maximum, at least one broker allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from decimal import Decimal
+
+from services.domain.money import fmt
+from services.domain.signal import Side
+from services.permission.permissions import UserPermissions
+
+
+class Denial(enum.Enum):
+    USER_DISABLED = "user_disabled"
+    PAIR_NOT_ALLOWED = "pair_not_allowed"
+    SIZE_ABOVE_MAX = "size_above_max"
+    NO_ALLOWED_BROKER = "no_allowed_broker"
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeRequest:
+    """A validated CheckTrade request."""
+
+    user_id: str
+    pair: str
+    side: Side
+    size_usd: Decimal
+    signal_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    #: Human-readable; empty when allowed.
+    reason: str = ""
+    code: Denial | None = None
+    #: Brokers the trade may be routed to (sorted; empty when denied).
+    brokers: tuple[str, ...] = ()
+
+
+def _deny(code: Denial, reason: str) -> Decision:
+    return Decision(allowed=False, reason=reason, code=code)
+
+
+def check_trade(permissions: UserPermissions, request: TradeRequest) -> Decision:
+    if request.user_id != permissions.user_id:
+        raise ValueError(f"permissions of {permissions.user_id} used to check {request.user_id}")
+    user = permissions.user_id
+    if not permissions.enabled:
+        return _deny(Denial.USER_DISABLED, f"trading disabled for user {user}")
+    if permissions.allowed_pairs and request.pair not in permissions.allowed_pairs:
+        return _deny(
+            Denial.PAIR_NOT_ALLOWED,
+            f"pair {request.pair} not allowed for user {user} "
+            f"(allowed: {', '.join(permissions.allowed_pairs)})",
+        )
+    if request.size_usd > permissions.max_order_size_usd:
+        return _deny(
+            Denial.SIZE_ABOVE_MAX,
+            f"size {fmt(request.size_usd)} USD above max order size "
+            f"{fmt(permissions.max_order_size_usd)} USD for user {user}",
+        )
+    if not permissions.allowed_brokers:
+        return _deny(Denial.NO_ALLOWED_BROKER, f"no broker allowed for user {user}")
+    return Decision(allowed=True, brokers=tuple(sorted(permissions.allowed_brokers)))
