@@ -1,0 +1,76 @@
+"""The aggregator as its clients (router, executors) use it: one channel, deadlines, safe retries.
+
+RecordUpdate is idempotent by update_id, so retrying it after a timeout or an unavailable
+aggregator can never record an update twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+from nija.common.v1 import common_pb2
+
+from services.runtime.channels import open_channel
+from services.runtime.errors import relay
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class LedgerClient:
+    def __init__(self, target: str, timeout_s: float = 5.0, retry_for_s: float = 30.0) -> None:
+        self._channel = open_channel(target)
+        self._stub = aggregator_pb2_grpc.AggregatorServiceStub(self._channel)
+        self._timeout_s = timeout_s
+        self._retry_for_s = retry_for_s
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def create_order(
+        self, signal: common_pb2.TradeSignal, timeout_s: float | None = None
+    ) -> aggregator_pb2.CreateOrderResponse:
+        try:
+            return await self._stub.CreateOrder(
+                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=timeout_s or self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise relay(exc) from None
+
+    async def record(self, update: common_pb2.ExecutionUpdate) -> common_pb2.ExecutionUpdate:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                response = await self._stub.RecordUpdate(
+                    aggregator_pb2.RecordUpdateRequest(update=update), timeout=self._timeout_s
+                )
+                return response.update
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _RETRYABLE or loop.time() + delay > give_up_at:
+                    raise relay(exc) from None
+                log.warning("ledger unavailable, retrying", extra={"update_id": update.update_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def watch_signal(
+        self, user_id: str, signal_id: str, after_sequence: int = 0, timeout_s: float | None = None
+    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        """A signal's persisted updates after `after_sequence`, ending with its terminal update."""
+        call = self._stub.WatchUpdates(
+            aggregator_pb2.WatchUpdatesRequest(
+                user_id=user_id, signal_id=signal_id, after_sequence=after_sequence
+            ),
+            timeout=timeout_s,
+        )
+        try:
+            async for response in call:
+                yield response.update
+        except grpc.aio.AioRpcError as exc:
+            raise relay(exc) from None

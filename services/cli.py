@@ -1,0 +1,418 @@
+"""`nija`: run one service, the whole local mesh, a trade, or a health check.
+
+  nija up [--demo]            every service as its own process; Ctrl-C stops them all
+  nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
+  nija trade --user U ...     submit a signal and print each update as it streams
+  nija status                 every service's gRPC health
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nija.common.v1 import common_pb2
+from nija.router.v1 import router_pb2, router_pb2_grpc
+
+from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.domain.signal import SignalType
+from services.runtime.config import ConfigError, env_values, load_config, parse_assignments
+from services.runtime.errors import reason_of
+from services.runtime.logging import configure_logging
+from services.runtime.server import Listen, serve
+from services.runtime.wire import SIGNAL_TYPE_TO_PB, status_name
+
+# Service kind -> module exposing `Config` and `build_app(config)`.
+SERVICE_MODULES = {
+    "simexchange": "services.simexchange.app",
+    "aggregator": "services.aggregator.app",
+    "permission": "services.permission.app",
+    "executor": "services.executor.app",
+    "router": "services.router.app",
+}
+
+HEALTH_NAMES = {
+    "simexchange": "nija.simexchange.v1.SimulatedExchangeService",
+    "aggregator": "nija.aggregator.v1.AggregatorService",
+    "permission": "nija.permission.v1.PermissionService",
+    "executor": "nija.executor.v1.ExecutorService",
+    "router": "nija.router.v1.RouterService",
+}
+
+TERMINAL = {"filled", "rejected", "failed", "cancelled"}
+
+
+# ---- serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    module = importlib.import_module(SERVICE_MODULES[args.service])
+    values = env_values(module.Config, f"NIJA_{args.service.upper()}")
+    values.update(parse_assignments(args.set))
+    name = args.service if args.service != "executor" else f"executor-{values.get('broker', 'binance')}"
+    configure_logging(name, args.log_level)
+    try:
+        config = load_config(module.Config, values)
+    except (ConfigError, TypeError) as exc:
+        print(f"nija serve {args.service}: {exc}", file=sys.stderr)
+        return 2
+    port = args.port if args.port is not None else DEFAULT_PORTS.get(name, 0)
+    listen = Listen(host=args.host, port=port, port_file=args.port_file, grace_s=args.grace)
+    asyncio.run(serve(module.build_app(config), listen))
+    return 0
+
+
+# ---- up ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Child:
+    name: str  # "router", "executor-kraken", ...
+    kind: str  # SERVICE_MODULES key
+    settings: dict[str, str]
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: pathlib.Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class Mesh:
+    """The local mesh as child processes, started in dependency order and stopped in reverse."""
+
+    def __init__(self, data_dir: pathlib.Path, auto_ports: bool, extra: dict[str, dict[str, str]]) -> None:
+        self.data_dir = data_dir
+        self.auto_ports = auto_ports
+        self.extra = extra
+        self.children: list[Child] = []
+
+    def _port(self, name: str) -> int:
+        return 0 if self.auto_ports else DEFAULT_PORTS[name]
+
+    async def start(self) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        sim = await self._spawn(Child("simexchange", "simexchange", {}))
+        aggregator = await self._spawn(
+            Child("aggregator", "aggregator", {"database_path": str(self.data_dir / "aggregator.db")})
+        )
+        permission = await self._spawn(
+            Child("permission", "permission", {"database_path": str(self.data_dir / "permission.db")})
+        )
+        executors = [
+            await self._spawn(
+                Child(
+                    f"executor-{broker}",
+                    "executor",
+                    {"broker": broker, "simexchange_target": sim.target, "aggregator_target": aggregator.target},
+                )
+            )
+            for broker in BROKERS
+        ]
+        await self._spawn(
+            Child(
+                "router",
+                "router",
+                {
+                    "permission_target": permission.target,
+                    "aggregator_target": aggregator.target,
+                    "executor_targets": ",".join(f"{c.settings['broker']}={c.target}" for c in executors),
+                },
+            )
+        )
+        await asyncio.gather(*(wait_serving(c.target, HEALTH_NAMES[c.kind], 60.0) for c in self.children))
+        self._write_manifest()
+
+    async def _spawn(self, child: Child) -> Child:
+        child.settings.update(self.extra.get(child.name, {}))
+        port_file = self.data_dir / "run" / f"{child.name}.port"
+        port_file.unlink(missing_ok=True)
+        child.log_path = self.data_dir / "logs" / f"{child.name}.log"
+        cmd = [
+            sys.executable, "-m", "services.cli", "serve", child.kind,
+            "--port", str(self._port(child.name)), "--port-file", str(port_file),
+        ]
+        for key, value in child.settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        log_file = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
+        child.process = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, start_new_session=True)
+        log_file.close()
+        self.children.append(child)
+        deadline = time.monotonic() + 30.0
+        while not port_file.exists():
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not start within 30 s; see {child.log_path}")
+            await asyncio.sleep(0.05)
+        child.port = int(port_file.read_text())
+        return child
+
+    def _write_manifest(self) -> None:
+        manifest = {
+            c.name: {"target": c.target, "pid": c.process.pid if c.process else 0, "log": str(c.log_path)}
+            for c in self.children
+        }
+        path = self.data_dir / "mesh.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(path)
+
+    def exited(self) -> Child | None:
+        return next((c for c in self.children if c.process and c.process.poll() is not None), None)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for child in reversed(self.children):
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        (self.data_dir / "mesh.json").unlink(missing_ok=True)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    extra: dict[str, dict[str, str]] = {}
+    for item in args.set or []:
+        name, sep, assignment = item.partition(":")
+        if not sep:
+            print(f"--set expects SERVICE:key=value, got {item!r}", file=sys.stderr)
+            return 2
+        extra.setdefault(name, {}).update(parse_assignments([assignment]))
+    mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print("starting the mesh ...", flush=True)
+        await mesh.start()
+        print(f"{'service':<20} {'listening on':<18} {'pid':>7}  log")
+        for c in mesh.children:
+            print(f"{c.name:<20} {c.target:<18} {c.process.pid if c.process else 0:>7}  {c.log_path}")
+        print(f"all {len(mesh.children)} services SERVING; manifest {mesh.data_dir / 'mesh.json'}", flush=True)
+        if args.demo:
+            router = next(c.target for c in mesh.children if c.name == "router")
+            await run_demo(router)
+        print("Ctrl-C stops the mesh.", flush=True)
+        while not stop.is_set():
+            crashed = mesh.exited()
+            if crashed:
+                print(f"{crashed.name} exited with {crashed.process.returncode}; see {crashed.log_path}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        return 0
+    except RuntimeError as exc:
+        print(f"nija up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping the mesh ...", flush=True)
+        mesh.stop()
+        print("stopped.", flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    return asyncio.run(_up(args))
+
+
+DEMO_TRADES = (
+    ("alice", "BTC-USD", "buy", "250", "entry"),
+    ("bob", "ETH-USD", "buy", "1000", "entry"),
+    ("alice", "SOL-USD", "sell", "400", "stop_loss"),
+    ("dave", "DOGE-USD", "buy", "100", "entry"),
+    ("carol", "BTC-USD", "buy", "100", "entry"),
+)
+
+
+async def run_demo(router: str) -> None:
+    print("\ndemo: five signals, updates as they stream")
+    async with grpc.aio.insecure_channel(router) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        for user, pair, side, usd, kind in DEMO_TRADES:
+            print(f"\n> {user}: {side} ${usd} {pair} ({kind})")
+            await stream_trade(stub, make_signal(user, pair, side, usd, kind), timeout=60.0)
+    print()
+
+
+# ---- trade ---------------------------------------------------------------------------------------
+
+
+def make_signal(user: str, pair: str, side: str, usd: str, kind: str, signal_id: str | None = None) -> common_pb2.TradeSignal:
+    pb = common_pb2.TradeSignal(
+        signal_id=signal_id or f"cli-{uuid.uuid4().hex[:16]}",
+        user_id=user,
+        pair=pair,
+        side={"buy": common_pb2.SIDE_BUY, "sell": common_pb2.SIDE_SELL}[side],
+        size_usd=usd,
+        signal_type=SIGNAL_TYPE_TO_PB[SignalType(kind)],
+        strategy="cli",
+    )
+    pb.timestamp.GetCurrentTime()
+    return pb
+
+
+def describe(update: common_pb2.ExecutionUpdate) -> str:
+    status = status_name(update.status)
+    parts = [f"#{update.sequence:<4} {status:<12}", update.broker or "-"]
+    if update.fills:
+        for fill in update.fills:
+            role = "maker" if fill.liquidity == common_pb2.LIQUIDITY_MAKER else "taker"
+            parts.append(f"fill {fill.quantity} @ {fill.price} fee {fill.fee} {fill.fee_currency} ({role})")
+    if update.filled_quantity not in ("", "0"):
+        parts.append(f"filled {update.filled_quantity} avg {update.average_price} fees {update.fees_total}")
+    if update.reason:
+        parts.append(update.reason)
+    return "  ".join(parts)
+
+
+async def stream_trade(stub: router_pb2_grpc.RouterServiceStub, signal_pb: common_pb2.TradeSignal, timeout: float) -> str:
+    """Print each update; returns the terminal status name, or the error code name."""
+    print(f"  signal {signal_pb.signal_id}")
+    last = ""
+    try:
+        async for response in stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=signal_pb), timeout=timeout):
+            print("  " + describe(response.update), flush=True)
+            last = status_name(response.update.status)
+    except grpc.aio.AioRpcError as exc:
+        print(f"  refused: {exc.code().name} {reason_of(exc)}: {exc.details()}", flush=True)
+        return exc.code().name
+    return last
+
+
+def _manifest(path: str | None) -> dict[str, str]:
+    """Service name -> target, from `nija up`'s manifest, or the default ports."""
+    candidate = pathlib.Path(path or "var/mesh.json")
+    if candidate.exists():
+        return {name: entry["target"] for name, entry in json.loads(candidate.read_text()).items()}
+    if path:
+        raise SystemExit(f"no mesh manifest at {path}")
+    return {name: f"127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
+
+
+async def _trade(args: argparse.Namespace) -> int:
+    router = args.router or _manifest(args.mesh)["router"]
+    async with grpc.aio.insecure_channel(router) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        signal_pb = make_signal(args.user, args.pair, args.side, args.usd, args.type, args.signal_id)
+        result = await stream_trade(stub, signal_pb, args.timeout)
+    return 0 if result in TERMINAL else 1
+
+
+def cmd_trade(args: argparse.Namespace) -> int:
+    return asyncio.run(_trade(args))
+
+
+# ---- status --------------------------------------------------------------------------------------
+
+
+async def health_status(target: str, service: str, timeout: float = 2.0) -> str:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+async def wait_serving(target: str, service: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await health_status(target, service, timeout=1.0)
+        if status == "SERVING":
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{target} ({service}) is {status} after {timeout_s:g} s")
+        await asyncio.sleep(0.1)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    targets = _manifest(args.mesh)
+    results = await asyncio.gather(
+        *(health_status(t, HEALTH_NAMES[_kind(n)]) for n, t in targets.items())
+    )
+    for (name, target), status in zip(targets.items(), results):
+        print(f"{name:<20} {target:<18} {status}")
+    return 0 if all(s == "SERVING" for s in results) else 1
+
+
+def _kind(name: str) -> str:
+    return "executor" if name.startswith("executor-") else name
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return asyncio.run(_status(args))
+
+
+# ---- entry ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nija", description="Execution routing mesh for crypto trading.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run one service in the foreground")
+    p.add_argument("service", choices=sorted(SERVICE_MODULES))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: the service's standard port; 0 picks one")
+    p.add_argument("--port-file", default=None, help="write the bound port here once serving")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value (repeatable)")
+    p.add_argument("--log-level", default=os.environ.get("NIJA_LOG_LEVEL", "INFO"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("up", help="run the whole local mesh as separate processes")
+    p.add_argument("--data-dir", default="var", help="SQLite files, logs and the mesh manifest")
+    p.add_argument("--auto-ports", action="store_true", help="let every service pick a free port")
+    p.add_argument("--demo", action="store_true", help="submit a few demo trades once everything is up")
+    p.add_argument("--set", action="append", metavar="SERVICE:KEY=VALUE", help="config for one service (repeatable)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("trade", help="submit a signal and print each update")
+    p.add_argument("--user", required=True)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--side", required=True, choices=["buy", "sell"])
+    p.add_argument("--usd", required=True, help="size in USD (decimal)")
+    p.add_argument("--type", default="entry", choices=["entry", "exit", "profit_take", "stop_loss"])
+    p.add_argument("--signal-id", default=None, help="default: a fresh id")
+    p.add_argument("--router", default=None, help="host:port (default: from the mesh manifest)")
+    p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default var/mesh.json)")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_trade)
+
+    p = sub.add_parser("status", help="print every service's health")
+    p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default var/mesh.json)")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Deterministic venue client order ids, derived from (user, signal, broker, leg).
+
+The same order always gets the same id, so a retry can look it up instead of placing a second
+order. 30 hex characters after a short prefix: 35 in all, inside Binance's 36-character limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def client_order_id(user_id: str, signal_id: str, broker: str, leg: int) -> str:
+    digest = hashlib.sha256(f"{user_id}\x1f{signal_id}\x1f{broker}\x1f{leg}".encode()).hexdigest()
+    return f"nija-{digest[:30]}"

@@ -1,0 +1,555 @@
+"""The executor engine: one broker's queue, breaker, statistics and order execution.
+
+`execute(signal, method, priority)` admits an order (or attaches to the one already running for
+that signal), records QUEUED, and yields every update of the order as the aggregator persisted it.
+Workers take orders by priority and drive them on the venue:
+
+  EXECUTING (client order id persisted before the order is sent)
+  -> venue order -> PARTIAL_FILL* -> FILLED | CANCELLED (depth ran out / limit timed out)
+                                  | REJECTED (the venue refused the order's content or funds)
+                                  | FAILED (the exchange was unavailable)
+
+The order's life does not depend on the caller's stream: a caller that disconnects can attach
+again by submitting the same signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Protocol, TypeVar
+
+import grpc
+from nija.common.v1 import common_pb2
+
+from services.domain.breaker import BreakerState, CircuitBreaker
+from services.domain.ids import client_order_id
+from services.domain.money import ZERO, floor_to_step, fmt
+from services.domain.performance import LatencyAverage
+from services.domain.signal import ExecutionMethod, Side, Signal
+from services.domain.states import Status
+from services.domain.work_queue import PriorityWorkQueue, QueueFull
+from services.executor.venues.base import (
+    Account,
+    AuthenticationFailed,
+    DuplicateClientOrderId,
+    ExchangeUnavailable,
+    FeeSchedule,
+    FillReport,
+    InsufficientFunds,
+    InvalidOrder,
+    Market,
+    OrderNotFound,
+    OrderReport,
+    OrderRequest,
+    OrderState,
+    OrderType,
+    RateLimited,
+    Venue,
+    VenueError,
+)
+from services.runtime.errors import ServiceError, precondition
+from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb
+
+log = logging.getLogger(__name__)
+
+BPS = Decimal("0.0001")
+R = TypeVar("R")
+
+
+class UpdateRecorder(Protocol):
+    """The ledger, as the executor sees it: persists an update and returns it with its sequence."""
+
+    async def record(self, update: common_pb2.ExecutionUpdate) -> common_pb2.ExecutionUpdate: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionConfig:
+    max_queue_size: int = 1000
+    concurrency: int = 16
+    # Marketable limit orders cross the touch by this much; the rest rests at the limit.
+    limit_offset_bps: Decimal = Decimal(5)
+    limit_timeout_s: float = 30.0
+    order_poll_s: float = 0.25
+    twap_slice_usd: Decimal = Decimal(5000)
+    twap_max_slices: int = 10
+    twap_interval_s: float = 1.0
+    # Visible liquidity counts levels within this band around the mid.
+    liquidity_band_bps: Decimal = Decimal(100)
+    breaker_failures: int = 5
+    breaker_open_s: float = 60.0
+    lookup_attempts: int = 3
+    lookup_backoff_s: float = 0.2
+
+
+@dataclasses.dataclass
+class PairQuote:
+    best_bid: Decimal
+    best_ask: Decimal
+    bid_liquidity_usd: Decimal
+    ask_liquidity_usd: Decimal
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorSnapshot:
+    broker: str
+    fees: FeeSchedule
+    pairs: dict[str, PairQuote]
+    queue_depth: int
+    max_queue_size: int
+    active_executions: int
+    total_executions: int
+    successful_executions: int
+    avg_latency_ms: float
+    breaker_state: BreakerState
+
+    @property
+    def success_rate(self) -> float:
+        if self.total_executions == 0:
+            return 1.0
+        return self.successful_executions / self.total_executions
+
+
+class _Job:
+    """One signal's order on this broker, and the updates it has produced so far."""
+
+    def __init__(self, signal: Signal, method: ExecutionMethod, priority: int) -> None:
+        self.signal = signal
+        self.method = method
+        self.priority = priority
+        self.updates: list[common_pb2.ExecutionUpdate] = []
+        self.done = False
+        self._changed = asyncio.Event()
+        self.events = 0
+        self.order_quantity = ZERO
+        self.filled_quantity = ZERO
+        self.filled_notional = ZERO
+        self.fees_total = ZERO
+        self.seen_trades: set[str] = set()
+        self.client_order_id = ""
+        self.venue_order_id = ""
+
+    def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
+        self.updates.append(update)
+        self.done = self.done or terminal
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def publish_nothing(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        index = 0
+        while True:
+            while index < len(self.updates):
+                yield self.updates[index]
+                index += 1
+            if self.done:
+                return
+            await self._changed.wait()
+
+
+class _LegOutcome(Exception):
+    """A leg ended the order: status and reason of the terminal update."""
+
+    def __init__(self, status: Status, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ExecutorEngine:
+    def __init__(
+        self,
+        broker: str,
+        venue: Venue,
+        ledger: UpdateRecorder,
+        config: ExecutionConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.broker = broker
+        self._venue = venue
+        self._ledger = ledger
+        self._config = config
+        self._clock = clock
+        self._sleep = sleep
+        self.breaker = CircuitBreaker(clock, config.breaker_failures, config.breaker_open_s)
+        self._latency = LatencyAverage()
+        self._queue: PriorityWorkQueue[_Job] = PriorityWorkQueue(config.max_queue_size)
+        self._work_ready = asyncio.Semaphore(0)
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._markets: dict[str, Market] = {}
+        self._fees = FeeSchedule(ZERO, ZERO)
+        self._quotes: dict[str, PairQuote] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._active = 0
+        self._total = 0
+        self._successful = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._markets)
+
+    async def load_markets(self) -> None:
+        self._markets = await self._timed(self._venue.load_markets())
+        self._fees = await self._timed(self._venue.fetch_fees())
+        log.info("markets loaded", extra={"broker": self.broker, "pairs": sorted(self._markets)})
+
+    def start_workers(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"{self.broker}-worker-{i}")
+            for i in range(self._config.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    async def refresh_quotes(self) -> None:
+        """Re-read every listed pair's book: best prices and visible liquidity per side."""
+        for pair in sorted(self._markets):
+            try:
+                book = await self._timed(self._venue.fetch_order_book(pair))
+            except VenueError as exc:
+                log.warning("order book unavailable", extra={"pair": pair, "error": repr(exc)})
+                self._quotes.pop(pair, None)
+                continue
+            if book.best_bid is None or book.best_ask is None:
+                self._quotes.pop(pair, None)
+                continue
+            mid = (book.best_bid + book.best_ask) / 2
+            band = mid * self._config.liquidity_band_bps * BPS
+            self._quotes[pair] = PairQuote(
+                best_bid=book.best_bid,
+                best_ask=book.best_ask,
+                bid_liquidity_usd=sum(
+                    (lvl.price * lvl.quantity for lvl in book.bids if lvl.price >= mid - band), ZERO
+                ),
+                ask_liquidity_usd=sum(
+                    (lvl.price * lvl.quantity for lvl in book.asks if lvl.price <= mid + band), ZERO
+                ),
+            )
+
+    def snapshot(self) -> ExecutorSnapshot:
+        return ExecutorSnapshot(
+            broker=self.broker,
+            fees=self._fees,
+            pairs=dict(self._quotes),
+            queue_depth=len(self._queue),
+            max_queue_size=self._queue.max_size,
+            active_executions=self._active,
+            total_executions=self._total,
+            successful_executions=self._successful,
+            avg_latency_ms=self._latency.value_ms,
+            breaker_state=self.breaker.state,
+        )
+
+    # ---- admission ---------------------------------------------------------------------------
+
+    async def execute(
+        self, signal: Signal, method: ExecutionMethod, priority: int
+    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        key = (signal.user_id, signal.signal_id)
+        job = self._jobs.get(key)
+        if job is None:
+            job = await self._admit(signal, method, priority)
+        async for update in job.follow():
+            yield update
+
+    async def _admit(self, signal: Signal, method: ExecutionMethod, priority: int) -> _Job:
+        if not self.ready:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "NOT_READY", f"{self.broker} markets not loaded yet")
+        if self.breaker.state is BreakerState.OPEN:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, "BREAKER_OPEN", f"{self.broker} circuit breaker is OPEN"
+            )
+        if signal.pair not in self._markets:
+            raise precondition("PAIR_NOT_LISTED", f"{signal.pair} is not listed on {self.broker}")
+        if len(self._queue) >= self._queue.max_size:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "QUEUE_FULL",
+                f"{self.broker} queue is full ({self._queue.max_size})",
+            )
+        key = (signal.user_id, signal.signal_id)
+        job = _Job(signal, method, priority)
+        self._jobs[key] = job
+        try:
+            await self._emit(job, Status.QUEUED, reason=f"queued on {self.broker} (priority {priority})")
+            self._queue.push(job, priority)
+        except (ServiceError, QueueFull) as exc:
+            self._jobs.pop(key, None)
+            if isinstance(exc, QueueFull):
+                raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL", str(exc)) from None
+            raise
+        self._work_ready.release()
+        return job
+
+    async def _worker(self) -> None:
+        while True:
+            await self._work_ready.acquire()
+            job = self._queue.pop()
+            if job is None:
+                continue
+            self._active += 1
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("execution crashed", extra={"signal_id": job.signal.signal_id})
+                await self._abandon(job)
+            finally:
+                self._active -= 1
+                self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
+
+    async def _abandon(self, job: _Job) -> None:
+        """After a bug or a ledger outage: record FAILED if possible; release the followers anyway."""
+        if job.done:
+            return
+        try:
+            await self._finish(job, Status.FAILED, "internal error in executor")
+        except Exception:
+            log.exception("could not record FAILED", extra={"signal_id": job.signal.signal_id})
+            job.done = True
+            job.publish_nothing()
+
+    # ---- execution ---------------------------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        market = self._markets[job.signal.pair]
+        legs = self._plan_legs(job)
+        try:
+            for index, leg_usd in enumerate(legs):
+                if index:
+                    await self._sleep(self._config.twap_interval_s)
+                await self._run_leg(job, market, index, leg_usd, last=index == len(legs) - 1)
+            if not job.done:
+                reason = (
+                    f"filled {fmt(job.filled_quantity)} of {fmt(job.order_quantity)} {market.base}"
+                )
+                await self._finish(job, Status.CANCELLED, reason)
+        except _LegOutcome as outcome:
+            status = outcome.status
+            if status is Status.REJECTED and job.filled_quantity > 0:
+                # Part of the order already traded: it can no longer be rejected as a whole.
+                status = Status.CANCELLED
+            await self._finish(job, status, outcome.reason)
+        except _Ambiguous as exc:
+            await self._finish(job, Status.FAILED, f"{self.broker} unavailable: {exc}")
+
+    def _plan_legs(self, job: _Job) -> list[Decimal]:
+        size = job.signal.size_usd
+        if job.method is not ExecutionMethod.TWAP:
+            return [size]
+        slices = min(self._config.twap_max_slices, max(1, math.ceil(size / self._config.twap_slice_usd)))
+        base = (size / slices).quantize(Decimal("0.01"))
+        return [base] * (slices - 1) + [size - base * (slices - 1)]
+
+    async def _run_leg(self, job: _Job, market: Market, leg: int, leg_usd: Decimal, last: bool) -> None:
+        signal = job.signal
+        book = await self._venue_call(self._venue.fetch_order_book(signal.pair), "order book")
+        touch = book.best_ask if signal.side is Side.BUY else book.best_bid
+        if touch is None:
+            raise _LegOutcome(Status.FAILED, f"no liquidity on {self.broker} for {signal.pair}")
+        quantity = floor_to_step(leg_usd / touch, market.lot_size)
+        if quantity < market.min_quantity or quantity * touch < market.min_notional:
+            raise _LegOutcome(
+                Status.REJECTED,
+                f"${fmt(leg_usd)} is below {self.broker}'s minimum for {signal.pair} "
+                f"({fmt(market.min_quantity)} {market.base}, ${fmt(market.min_notional)})",
+            )
+        limit_price = None
+        if job.method is ExecutionMethod.LIMIT:
+            cross = self._config.limit_offset_bps * BPS
+            limit_price = floor_to_step(
+                touch * (1 + cross if signal.side is Side.BUY else 1 - cross), market.tick_size
+            )
+        request = OrderRequest(
+            client_order_id=client_order_id(signal.user_id, signal.signal_id, self.broker, leg),
+            pair=signal.pair,
+            side=signal.side,
+            order_type=OrderType.LIMIT if limit_price is not None else OrderType.MARKET,
+            quantity=quantity,
+            limit_price=limit_price,
+        )
+        job.order_quantity += quantity
+        job.client_order_id = request.client_order_id
+        # Persisted before the order is sent: a crash after this point can find the order by id.
+        await self._emit(job, Status.EXECUTING, reason=self._describe(request, leg))
+        report = await self._place(job, request)
+        await self._follow(job, report, last_leg=last)
+
+    def _describe(self, request: OrderRequest, leg: int) -> str:
+        what = f"{request.order_type.value} {request.side.value} {fmt(request.quantity)} {request.pair}"
+        if request.limit_price is not None:
+            what += f" @ {fmt(request.limit_price)}"
+        return f"{what} on {self.broker} (leg {leg})"
+
+    async def _place(self, job: _Job, request: OrderRequest) -> OrderReport:
+        account = self._account(job.signal)
+        try:
+            return await self._venue_call(self._venue.create_order(account, request), "place order")
+        except DuplicateClientOrderId:
+            return await self._lookup(job, request.client_order_id)
+        except _Ambiguous:
+            # The send may have reached the exchange: the order is looked up, never re-sent blindly.
+            return await self._lookup(job, request.client_order_id)
+
+    async def _lookup(self, job: _Job, cid: str) -> OrderReport:
+        account = self._account(job.signal)
+        for attempt in range(self._config.lookup_attempts):
+            try:
+                report = await self._timed(self._venue.fetch_order(account, job.signal.pair, cid))
+            except ExchangeUnavailable:
+                self.breaker.record_failure()
+                await self._sleep(self._config.lookup_backoff_s * (2**attempt))
+                continue
+            except OrderNotFound:
+                raise _LegOutcome(
+                    Status.FAILED, f"{self.broker} unavailable; order {cid} was not placed"
+                ) from None
+            self.breaker.record_success()
+            return report
+        raise _LegOutcome(
+            Status.FAILED,
+            f"{self.broker} unavailable; outcome of order {cid} unknown after "
+            f"{self._config.lookup_attempts} look-ups",
+        )
+
+    async def _follow(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
+        """Record fills as they come until the venue order is done (or the limit times out)."""
+        account = self._account(job.signal)
+        job.venue_order_id = report.venue_order_id
+        give_up_at = self._clock() + self._config.limit_timeout_s
+        while True:
+            await self._absorb(job, report, last_leg)
+            if report.state.done or job.done:
+                return
+            if self._clock() >= give_up_at:
+                report = await self._venue_call(
+                    self._venue.cancel_order(account, job.signal.pair, report.client_order_id),
+                    "cancel order",
+                )
+                await self._absorb(job, report, last_leg)
+                if not job.done:
+                    raise _LegOutcome(
+                        Status.CANCELLED,
+                        f"limit order not filled within {self._config.limit_timeout_s:g}s; filled "
+                        f"{fmt(job.filled_quantity)} of {fmt(job.order_quantity)}",
+                    )
+                return
+            await self._sleep(self._config.order_poll_s)
+            report = await self._venue_call(
+                self._venue.fetch_order(account, job.signal.pair, report.client_order_id), "poll order"
+            )
+
+    async def _absorb(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
+        new = [f for f in report.fills if f.trade_id not in job.seen_trades]
+        if not new:
+            return
+        for fill in new:
+            job.seen_trades.add(fill.trade_id)
+            job.filled_quantity += fill.quantity
+            job.filled_notional += fill.price * fill.quantity
+            job.fees_total += fill.fee
+        # FILLED only when the last leg completes everything ordered; a TWAP with a short slice
+        # ends CANCELLED with what it got.
+        if last_leg and job.filled_quantity >= job.order_quantity:
+            await self._finish(job, Status.FILLED, "", fills=new)
+        else:
+            await self._emit(job, Status.PARTIAL_FILL, fills=new)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _account(self, signal: Signal) -> Account:
+        return Account(user_id=signal.user_id, account_id=signal.user_id)
+
+    async def _timed(self, call: Awaitable[R]) -> R:
+        started = self._clock()
+        result = await call
+        self._latency.observe((self._clock() - started) * 1000.0)
+        return result
+
+    async def _venue_call(self, call: Awaitable[R], what: str) -> R:
+        """One venue call: timed, breaker fed, venue errors turned into order outcomes."""
+        try:
+            result = await self._timed(call)
+        except ExchangeUnavailable as exc:
+            self.breaker.record_failure()
+            raise _Ambiguous(f"{what}: {exc}") from exc
+        except OrderNotFound as exc:
+            raise _LegOutcome(Status.FAILED, f"{what}: order not found on {self.broker}") from exc
+        except (InsufficientFunds, InvalidOrder, AuthenticationFailed) as exc:
+            raise _LegOutcome(Status.REJECTED, f"{self.broker} rejected the order: {exc}") from exc
+        except DuplicateClientOrderId:
+            raise
+        except RateLimited as exc:
+            raise _LegOutcome(Status.FAILED, f"{self.broker} rate limited: {exc}") from exc
+        self.breaker.record_success()
+        return result
+
+    async def _emit(
+        self, job: _Job, status: Status, reason: str = "", fills: list[FillReport] | None = None
+    ) -> common_pb2.ExecutionUpdate:
+        signal = job.signal
+        job.events += 1
+        update = common_pb2.ExecutionUpdate(
+            signal_id=signal.signal_id,
+            user_id=signal.user_id,
+            status=STATUS_TO_PB[status],
+            broker=self.broker,
+            pair=signal.pair,
+            side=SIDE_TO_PB[signal.side],
+            reason=reason,
+            filled_quantity=fmt(job.filled_quantity),
+            filled_notional=fmt(job.filled_notional),
+            fees_total=fmt(job.fees_total),
+            average_price=fmt(job.filled_notional / job.filled_quantity) if job.filled_quantity else "0",
+            order_quantity=fmt(job.order_quantity),
+            client_order_id=job.client_order_id,
+            venue_order_id=job.venue_order_id,
+            time=now_pb(),
+            update_id=f"{signal.signal_id}:{self.broker}:{job.events}:{status.value}",
+            fills=[_fill_pb(f) for f in fills or ()],
+        )
+        stored = await self._ledger.record(update)
+        job.publish(stored, terminal=status.terminal)
+        return stored
+
+    async def _finish(
+        self, job: _Job, status: Status, reason: str, fills: list[FillReport] | None = None
+    ) -> None:
+        self._total += 1
+        if status is Status.FILLED:
+            self._successful += 1
+        await self._emit(job, status, reason, fills)
+
+
+class _Ambiguous(Exception):
+    """The exchange did not answer: the call's outcome is unknown."""
+
+
+def _fill_pb(fill: FillReport) -> common_pb2.Fill:
+    pb = common_pb2.Fill(
+        venue_trade_id=fill.trade_id,
+        price=fmt(fill.price),
+        quantity=fmt(fill.quantity),
+        fee=fmt(fill.fee),
+        fee_currency=fill.fee_currency,
+        liquidity=common_pb2.LIQUIDITY_MAKER if fill.liquidity.value == "maker" else common_pb2.LIQUIDITY_TAKER,
+    )
+    if fill.time is not None:
+        pb.time.FromDatetime(fill.time)
+    return pb

@@ -1,0 +1,73 @@
+"""ExecutorService: proto in -> engine -> proto out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from nija.common.v1 import common_pb2
+from nija.executor.v1 import executor_pb2, executor_pb2_grpc
+
+from services.domain.breaker import BreakerState
+from services.domain.money import fmt
+from services.domain.signal import execution_method, priority
+from services.executor.engine import ExecutorEngine
+from services.runtime.errors import invalid, stream, unary
+from services.runtime.wire import METHOD_FROM_PB, signal_from_pb
+
+BREAKER_TO_PB = {
+    BreakerState.CLOSED: common_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.OPEN: common_pb2.BREAKER_STATE_OPEN,
+    BreakerState.HALF_OPEN: common_pb2.BREAKER_STATE_HALF_OPEN,
+}
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
+    def __init__(self, engine: ExecutorEngine) -> None:
+        self._engine = engine
+
+    @stream
+    async def Execute(
+        self, request: executor_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_pb2.ExecuteResponse]:
+        signal = signal_from_pb(request.signal)
+        route = request.route
+        if route.broker and route.broker != self._engine.broker:
+            raise invalid("WRONG_BROKER", f"this executor serves {self._engine.broker}, not {route.broker}")
+        method = METHOD_FROM_PB.get(route.execution_method) or execution_method(
+            signal.size_usd, signal.signal_type
+        )
+        prio = route.priority if 1 <= route.priority <= 5 else priority(signal.signal_type)
+        async for update in self._engine.execute(signal, method, prio):
+            yield executor_pb2.ExecuteResponse(update=update)
+
+    @unary
+    async def GetExecutorInfo(
+        self, request: executor_pb2.GetExecutorInfoRequest, context: grpc.aio.ServicerContext
+    ) -> executor_pb2.GetExecutorInfoResponse:
+        snap = self._engine.snapshot()
+        return executor_pb2.GetExecutorInfoResponse(
+            info=executor_pb2.ExecutorInfo(
+                broker=snap.broker,
+                maker_fee=fmt(snap.fees.maker),
+                taker_fee=fmt(snap.fees.taker),
+                pairs=[
+                    executor_pb2.PairInfo(
+                        pair=pair,
+                        best_bid=fmt(q.best_bid),
+                        best_ask=fmt(q.best_ask),
+                        bid_liquidity_usd=fmt(q.bid_liquidity_usd),
+                        ask_liquidity_usd=fmt(q.ask_liquidity_usd),
+                    )
+                    for pair, q in sorted(snap.pairs.items())
+                ],
+                queue_depth=snap.queue_depth,
+                max_queue_size=snap.max_queue_size,
+                active_executions=snap.active_executions,
+                total_executions=snap.total_executions,
+                successful_executions=snap.successful_executions,
+                success_rate=snap.success_rate,
+                avg_latency_ms=snap.avg_latency_ms,
+                breaker_state=BREAKER_TO_PB[snap.breaker_state],
+            )
+        )

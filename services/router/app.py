@@ -1,0 +1,82 @@
+"""The router process: stateless; holds channels to permission, aggregator and every executor."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grpc
+from nija.router.v1 import router_pb2_grpc
+
+from services.aggregator.client import LedgerClient
+from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.router.directory import ExecutorDirectory
+from services.router.engine import RouterEngine, RoutingConfig
+from services.router.servicer import RouterServicer
+from services.router.upstreams import PermissionClient
+from services.runtime.config import ConfigError
+from services.runtime.server import Health
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "nija.router.v1.RouterService"
+
+_DEFAULT_EXECUTORS = ",".join(f"{b}=127.0.0.1:{DEFAULT_PORTS['executor-' + b]}" for b in BROKERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    permission_target: str = f"127.0.0.1:{DEFAULT_PORTS['permission']}"
+    aggregator_target: str = f"127.0.0.1:{DEFAULT_PORTS['aggregator']}"
+    # "broker=host:port,..."
+    executor_targets: str = _DEFAULT_EXECUTORS
+    info_refresh_s: float = 0.5
+    info_stale_after_s: float = 5.0
+    rpc_timeout_s: float = 5.0
+    execute_timeout_s: float = 600.0
+
+    def executors(self) -> dict[str, str]:
+        out = {}
+        for item in self.executor_targets.split(","):
+            broker, sep, target = item.strip().partition("=")
+            if not sep or broker not in BROKERS or not target:
+                raise ConfigError(f"executor_targets: expected broker=host:port with broker in {BROKERS}, got {item!r}")
+            out[broker] = target
+        return out
+
+    def __post_init__(self) -> None:
+        self.executors()
+
+
+class RouterApp:
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.permission = PermissionClient(config.permission_target, timeout_s=config.rpc_timeout_s)
+        self.ledger = LedgerClient(config.aggregator_target, timeout_s=config.rpc_timeout_s)
+        self.directory = ExecutorDirectory(
+            config.executors(),
+            refresh_s=config.info_refresh_s,
+            stale_after_s=config.info_stale_after_s,
+            timeout_s=config.rpc_timeout_s,
+        )
+        self.engine = RouterEngine(
+            self.permission, self.ledger, self.directory, RoutingConfig(config.execute_timeout_s)
+        )
+
+    def register(self, server: grpc.aio.Server) -> None:
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(self.engine), server)
+
+    async def start(self, health: Health) -> None:
+        log.info("router config", extra={"config": dataclasses.asdict(self.config)})
+        self.directory.start()
+
+    async def stop(self) -> None:
+        await self.directory.stop()
+        await self.permission.close()
+        await self.ledger.close()
+
+
+def build_app(config: Config) -> RouterApp:
+    return RouterApp(config)
