@@ -1,0 +1,105 @@
+"""The simulated exchanges process: its config and the App the runtime bootstrap serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import secrets
+from datetime import datetime, timezone
+
+import grpc
+from nija.simexchange.v1 import simexchange_pb2_grpc
+
+from services.runtime.config import ConfigError
+from services.runtime.server import Health
+from services.simexchange.core import SimExchange
+from services.simexchange.servicer import SimulatedExchangeServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "nija.simexchange.v1.SimulatedExchangeService"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    #: Seconds between two ticks (reference prices move, books are rebuilt, resting orders fill).
+    tick_interval_s: float = 0.25
+    #: Standard deviation of one tick's reference price move, in basis points.
+    volatility_bps: float = 2.0
+    #: Seed of the price walk and book sizes; none means a fresh seed at every start.
+    seed: int | None = None
+    #: Added to every request, standing in for the round trip to a real exchange.
+    latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.tick_interval_s <= 0:
+            raise ConfigError(f"tick_interval_s must be > 0, got {self.tick_interval_s}")
+        if self.volatility_bps < 0:
+            raise ConfigError(f"volatility_bps must be >= 0, got {self.volatility_bps}")
+        if self.latency_ms < 0:
+            raise ConfigError(f"latency_ms must be >= 0, got {self.latency_ms}")
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class App:
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        seed = config.seed if config.seed is not None else secrets.randbits(64)
+        # Ids carry a per-start session so a restarted exchange never hands out a trade id twice
+        # (the aggregator deduplicates fills by it), even with a fixed seed.
+        self.session = secrets.token_hex(4)
+        self.exchange = SimExchange(
+            rng=random.Random(seed),
+            clock=_wall_clock,
+            volatility_bps=config.volatility_bps,
+            session=self.session,
+        )
+        self.servicer = SimulatedExchangeServicer(self.exchange, latency_s=config.latency_ms / 1000)
+        self._seed = seed
+        self._ticker: asyncio.Task[None] | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        simexchange_pb2_grpc.add_SimulatedExchangeServiceServicer_to_server(self.servicer, server)
+
+    async def start(self, health: Health) -> None:
+        log.info(
+            "simexchange config",
+            extra={"config": dataclasses.asdict(self.config), "seed": self._seed, "session": self.session},
+        )
+        self._ticker = asyncio.create_task(self._tick_loop(), name="simexchange-ticks")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def _tick_loop(self) -> None:
+        # Paced by the loop's monotonic clock so ticks keep their rate whatever the wall clock does;
+        # the engine gets wall time only to stamp books and fills.
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_interval_s
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            try:
+                self.exchange.tick(_wall_clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("simexchange tick failed")
+            # After a stall, skip the missed ticks rather than firing them back to back.
+            next_at = max(next_at + interval, loop.time())
+
+
+def build_app(config: Config) -> App:
+    return App(config)

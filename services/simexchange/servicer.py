@@ -1,0 +1,263 @@
+"""SimulatedExchangeService: wire <-> engine, engine errors -> canonical codes. No logic of its own.
+
+Every field is validated before the engine is called, and the engine checks everything before it
+changes anything, so malformed input is refused whole and never half-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from nija.common.v1 import common_pb2
+from nija.simexchange.v1 import simexchange_pb2 as pb
+from nija.simexchange.v1 import simexchange_pb2_grpc
+
+from services.domain.money import BadDecimal, fmt, parse_decimal
+from services.domain.signal import SignalProblem, check_id, check_pair
+from services.runtime.errors import ServiceError, invalid, not_found, precondition, unary
+from services.runtime.wire import SIDE_TO_PB, side_from_pb
+from services.simexchange import core
+
+ORDER_TYPE_FROM_PB = {pb.ORDER_TYPE_MARKET: core.OrderType.MARKET, pb.ORDER_TYPE_LIMIT: core.OrderType.LIMIT}
+ORDER_TYPE_TO_PB = {v: k for k, v in ORDER_TYPE_FROM_PB.items()}
+ORDER_STATE_TO_PB = {
+    core.OrderState.OPEN: pb.ORDER_STATE_OPEN,
+    core.OrderState.PARTIALLY_FILLED: pb.ORDER_STATE_PARTIALLY_FILLED,
+    core.OrderState.FILLED: pb.ORDER_STATE_FILLED,
+    core.OrderState.CANCELLED: pb.ORDER_STATE_CANCELLED,
+}
+LIQUIDITY_TO_PB = {
+    core.Liquidity.MAKER: common_pb2.LIQUIDITY_MAKER,
+    core.Liquidity.TAKER: common_pb2.LIQUIDITY_TAKER,
+}
+
+T = TypeVar("T")
+
+
+def _engine_call(fn: Callable[[], T]) -> T:
+    """Run one engine call, translating its domain errors to canonical gRPC errors."""
+    try:
+        return fn()
+    except core.UnknownBroker as exc:
+        raise not_found("UNKNOWN_BROKER", str(exc)) from None
+    except core.UnknownPair as exc:
+        raise not_found("UNKNOWN_PAIR", str(exc)) from None
+    except core.InvalidOrder as exc:
+        raise invalid("INVALID_ORDER", str(exc), field=exc.field) from None
+    except core.DuplicateClientOrderId as exc:
+        raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_CLIENT_ORDER_ID", str(exc)) from None
+    except core.OrderNotFound as exc:
+        raise not_found("ORDER_NOT_FOUND", str(exc)) from None
+    except core.InsufficientFunds as exc:
+        raise precondition(
+            "INSUFFICIENT_FUNDS",
+            str(exc),
+            asset=exc.asset,
+            needed=fmt(exc.needed),
+            available=fmt(exc.available),
+        ) from None
+
+
+# --- request fields ---------------------------------------------------------------------------
+
+
+def _broker(value: str) -> str:
+    if not value:
+        raise invalid("BAD_BROKER", "broker is required", field="broker")
+    return value
+
+
+def _id(value: str, field: str) -> str:
+    try:
+        return check_id(value, field)
+    except SignalProblem as exc:
+        raise invalid(f"BAD_{field.upper()}", str(exc), field=field) from None
+
+
+def _optional_id(value: str, field: str) -> str:
+    return _id(value, field) if value else ""
+
+
+def _pair(value: str) -> str:
+    try:
+        return check_pair(value)
+    except SignalProblem as exc:
+        raise invalid("BAD_PAIR", str(exc), field="pair") from None
+
+
+def _decimal(value: str, field: str) -> Decimal:
+    try:
+        return parse_decimal(value, field)
+    except BadDecimal as exc:
+        raise invalid(f"BAD_{field.upper()}", str(exc), field=field) from None
+
+
+def _order_ids(client_order_id: str, venue_order_id: str) -> tuple[str, str]:
+    client = _optional_id(client_order_id, "client_order_id")
+    venue = _optional_id(venue_order_id, "venue_order_id")
+    if not client and not venue:
+        raise invalid(
+            "BAD_CLIENT_ORDER_ID", "client_order_id or venue_order_id is required", field="client_order_id"
+        )
+    return client, venue
+
+
+def _place_command(request: pb.PlaceOrderRequest) -> core.PlaceOrder:
+    try:
+        order_type = ORDER_TYPE_FROM_PB[request.order_type]
+    except KeyError:
+        raise invalid(
+            "BAD_ORDER_TYPE", "order_type must be ORDER_TYPE_MARKET or ORDER_TYPE_LIMIT", field="order_type"
+        ) from None
+    limit_price = _decimal(request.limit_price, "limit_price") if request.limit_price else None
+    return core.PlaceOrder(
+        client_order_id=_id(request.client_order_id, "client_order_id"),
+        pair=_pair(request.pair),
+        side=side_from_pb(request.side),
+        order_type=order_type,
+        quantity=_decimal(request.quantity, "quantity"),
+        limit_price=limit_price,
+    )
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _order_pb(order: core.OrderView) -> pb.VenueOrder:
+    return pb.VenueOrder(
+        venue_order_id=order.venue_order_id,
+        client_order_id=order.client_order_id,
+        pair=order.pair,
+        side=SIDE_TO_PB[order.side],
+        order_type=ORDER_TYPE_TO_PB[order.order_type],
+        quantity=fmt(order.quantity),
+        limit_price=fmt(order.limit_price) if order.limit_price is not None else "",
+        state=ORDER_STATE_TO_PB[order.state],
+        filled_quantity=fmt(order.filled_quantity),
+        filled_notional=fmt(order.filled_notional),
+        fees=fmt(order.fees),
+        fills=[
+            common_pb2.Fill(
+                venue_trade_id=f.trade_id,
+                price=fmt(f.price),
+                quantity=fmt(f.quantity),
+                fee=fmt(f.fee),
+                fee_currency=f.fee_currency,
+                liquidity=LIQUIDITY_TO_PB[f.liquidity],
+                time=_timestamp(f.time),
+            )
+            for f in order.fills
+        ],
+        created_at=_timestamp(order.created_at),
+    )
+
+
+class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceServicer):
+    def __init__(self, exchange: core.SimExchange, latency_s: float = 0.0) -> None:
+        self._exchange = exchange
+        self._latency_s = latency_s
+
+    async def _network(self) -> None:
+        # Stands in for the round trip to a real exchange, so latency-aware routing has something to measure.
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
+
+    @unary
+    async def ListMarkets(
+        self, request: pb.ListMarketsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMarketsResponse:
+        await self._network()
+        broker = _broker(request.broker)
+        markets = _engine_call(lambda: self._exchange.markets(broker))
+        fees = self._exchange.fees(broker)
+        return pb.ListMarketsResponse(
+            markets=[
+                pb.Market(
+                    pair=m.pair,
+                    base=m.base,
+                    quote=m.quote,
+                    tick_size=fmt(m.tick_size),
+                    lot_size=fmt(m.lot_size),
+                    min_quantity=fmt(m.min_quantity),
+                    min_notional=fmt(m.min_notional),
+                )
+                for m in markets
+            ],
+            fees=pb.FeeSchedule(maker=fmt(fees.maker), taker=fmt(fees.taker)),
+        )
+
+    @unary
+    async def GetOrderBook(
+        self, request: pb.GetOrderBookRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrderBookResponse:
+        await self._network()
+        broker, pair = _broker(request.broker), _pair(request.pair)
+        book = _engine_call(lambda: self._exchange.book(broker, pair, request.depth))
+        return pb.GetOrderBookResponse(
+            bids=[pb.BookLevel(price=fmt(lv.price), quantity=fmt(lv.quantity)) for lv in book.bids],
+            asks=[pb.BookLevel(price=fmt(lv.price), quantity=fmt(lv.quantity)) for lv in book.asks],
+            time=_timestamp(book.time),
+        )
+
+    @unary
+    async def PlaceOrder(
+        self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PlaceOrderResponse:
+        await self._network()
+        broker = _broker(request.broker)
+        account_id = _id(request.account_id, "account_id")
+        command = _place_command(request)
+        order = _engine_call(lambda: self._exchange.place_order(broker, account_id, command))
+        return pb.PlaceOrderResponse(order=_order_pb(order))
+
+    @unary
+    async def GetOrder(
+        self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrderResponse:
+        await self._network()
+        broker = _broker(request.broker)
+        account_id = _id(request.account_id, "account_id")
+        client, venue = _order_ids(request.client_order_id, request.venue_order_id)
+        order = _engine_call(
+            lambda: self._exchange.get_order(broker, account_id, client_order_id=client, venue_order_id=venue)
+        )
+        return pb.GetOrderResponse(order=_order_pb(order))
+
+    @unary
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelOrderResponse:
+        await self._network()
+        broker = _broker(request.broker)
+        account_id = _id(request.account_id, "account_id")
+        client, venue = _order_ids(request.client_order_id, request.venue_order_id)
+        order = _engine_call(
+            lambda: self._exchange.cancel_order(
+                broker, account_id, client_order_id=client, venue_order_id=venue
+            )
+        )
+        return pb.CancelOrderResponse(order=_order_pb(order))
+
+    @unary
+    async def GetBalances(
+        self, request: pb.GetBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalancesResponse:
+        await self._network()
+        broker = _broker(request.broker)
+        account_id = _id(request.account_id, "account_id")
+        balances = _engine_call(lambda: self._exchange.balances(broker, account_id))
+        return pb.GetBalancesResponse(
+            balances=[pb.Balance(asset=b.asset, free=fmt(b.free), locked=fmt(b.locked)) for b in balances]
+        )

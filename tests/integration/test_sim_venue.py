@@ -1,0 +1,209 @@
+"""SimVenue against a real SimulatedExchangeService on port 0: the venue contract, for every broker,
+and the error mapping at the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import grpc
+import pytest
+
+from services.domain.brokers import BROKERS
+from services.domain.signal import Side
+from services.executor.venues.base import (
+    Account,
+    AuthenticationFailed,
+    DuplicateClientOrderId,
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
+    Liquidity,
+    OrderNotFound,
+    OrderRequest,
+    OrderState,
+    OrderType,
+    RateLimited,
+)
+from services.executor.venues.sim import SimVenue, venue_error
+from services.runtime.errors import ServiceError, to_status
+from services.runtime.server import Listen, RunningServer
+from services.simexchange.app import App, Config, build_app
+from tests.contract.venue_contract import VenueContract
+
+
+async def _start(config: Config) -> RunningServer:
+    return await RunningServer(build_app(config), Listen(port=0)).start()
+
+
+@pytest.fixture
+async def sim_server() -> AsyncIterator[RunningServer]:
+    running = await _start(Config(seed=11, tick_interval_s=0.05))
+    yield running
+    await running.stop(0)
+
+
+def _account() -> Account:
+    return Account(user_id="u-1", account_id=f"acct-{uuid.uuid4().hex[:12]}")
+
+
+class TestSimVenueContract(VenueContract):
+    @pytest.fixture(params=BROKERS)
+    async def venue(
+        self, request: pytest.FixtureRequest, sim_server: RunningServer
+    ) -> AsyncIterator[SimVenue]:
+        venue = SimVenue(request.param, sim_server.target, timeout_s=5.0)
+        yield venue
+        await venue.close()
+
+    @pytest.fixture
+    def account(self) -> Account:
+        return _account()
+
+
+# --- the simulated exchange's own behaviour, through the venue --------------------------------
+
+
+@pytest.fixture
+async def binance(sim_server: RunningServer) -> AsyncIterator[SimVenue]:
+    venue = SimVenue("binance", sim_server.target)
+    yield venue
+    await venue.close()
+
+
+async def test_insufficient_funds(binance: SimVenue) -> None:
+    request = OrderRequest("big-1", "BTC-USD", Side.SELL, OrderType.LIMIT, Decimal(100), Decimal(70000))
+    with pytest.raises(InsufficientFunds):
+        await binance.create_order(_account(), request)
+
+
+async def test_unknown_pair_and_bad_precision_are_invalid_orders(binance: SimVenue) -> None:
+    account = _account()
+    with pytest.raises(InvalidOrder):
+        await binance.create_order(
+            account, OrderRequest("x-1", "XMR-USD", Side.BUY, OrderType.MARKET, Decimal(1))
+        )
+    with pytest.raises(InvalidOrder):
+        await binance.create_order(
+            account,
+            OrderRequest("x-2", "BTC-USD", Side.BUY, OrderType.LIMIT, Decimal("0.1"), Decimal("50000.001")),
+        )
+    with pytest.raises(InvalidOrder):
+        await binance.fetch_order_book("XMR-USD")
+
+
+async def test_duplicate_after_a_fill_still_refused(binance: SimVenue) -> None:
+    account = _account()
+    request = OrderRequest("dup-1", "ETH-USD", Side.BUY, OrderType.MARKET, Decimal("0.5"))
+    first = await binance.create_order(account, request)
+    assert first.state is OrderState.FILLED
+    with pytest.raises(DuplicateClientOrderId):
+        await binance.create_order(account, request)
+    # The first order is what a lookup by its id returns.
+    assert await binance.fetch_order(account, "ETH-USD", "dup-1") == first
+
+
+async def test_orders_are_scoped_to_their_account(binance: SimVenue) -> None:
+    owner, other = _account(), _account()
+    await binance.create_order(
+        owner, OrderRequest("own-1", "ETH-USD", Side.BUY, OrderType.MARKET, Decimal("0.5"))
+    )
+    with pytest.raises(OrderNotFound):
+        await binance.fetch_order(other, "ETH-USD", "own-1")
+
+
+async def test_resting_order_fills_as_maker_on_a_tick(sim_server: RunningServer, binance: SimVenue) -> None:
+    app = sim_server.app
+    assert isinstance(app, App)
+    account = _account()
+    book = await binance.fetch_order_book("BTC-USD")
+    assert book.best_bid is not None
+    limit = (book.best_bid * Decimal("0.95")).quantize(Decimal("0.01"))
+    placed = await binance.create_order(
+        account, OrderRequest("mk-1", "BTC-USD", Side.BUY, OrderType.LIMIT, Decimal("0.01"), limit)
+    )
+    assert placed.state is OrderState.OPEN
+
+    app.exchange.set_reference_price("BTC", limit * Decimal("0.97"))
+    for _ in range(100):
+        report = await binance.fetch_order(account, "BTC-USD", "mk-1")
+        if report.state is OrderState.FILLED:
+            break
+        await asyncio.sleep(0.02)
+
+    assert report.state is OrderState.FILLED
+    (fill,) = report.fills
+    assert fill.liquidity is Liquidity.MAKER and fill.price == limit
+    assert fill.fee == limit * Decimal("0.01") * Decimal("0.001")
+    assert fill.time is not None
+
+
+async def test_a_call_past_its_deadline_is_exchange_unavailable() -> None:
+    slow = await _start(Config(seed=1, latency_ms=500))
+    venue = SimVenue("kraken", slow.target, timeout_s=0.05)
+    try:
+        with pytest.raises(ExchangeUnavailable) as raised:
+            await venue.load_markets()
+        assert raised.value.transport
+    finally:
+        await venue.close()
+        await slow.stop(0)
+
+
+async def test_latency_is_added_to_every_request() -> None:
+    slow = await _start(Config(seed=1, latency_ms=80))
+    venue = SimVenue("kraken", slow.target)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await venue.fetch_order_book("BTC-USD")
+        assert loop.time() - started >= 0.08
+    finally:
+        await venue.close()
+        await slow.stop(0)
+
+
+async def test_no_server_is_exchange_unavailable(sim_server: RunningServer) -> None:
+    target = sim_server.target
+    await sim_server.stop(0)
+    venue = SimVenue("coinbase", target, timeout_s=0.5)
+    try:
+        with pytest.raises(ExchangeUnavailable):
+            await venue.fetch_balances(_account())
+    finally:
+        await venue.close()
+
+
+# --- the mapping itself, by code and reason ---------------------------------------------------
+
+
+def _rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
+    trailing = grpc.aio.Metadata()
+    if reason:
+        status = to_status(ServiceError(code, reason, "the message text is never read"))
+        trailing = grpc.aio.Metadata(*status.trailing_metadata)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, "details")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "", ExchangeUnavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "", ExchangeUnavailable),
+        (grpc.StatusCode.INTERNAL, "INTERNAL", ExchangeUnavailable),
+        (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_CLIENT_ORDER_ID", DuplicateClientOrderId),
+        (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND", OrderNotFound),
+        (grpc.StatusCode.NOT_FOUND, "UNKNOWN_PAIR", InvalidOrder),
+        (grpc.StatusCode.NOT_FOUND, "UNKNOWN_BROKER", InvalidOrder),
+        (grpc.StatusCode.NOT_FOUND, "", InvalidOrder),
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ORDER", InvalidOrder),
+        (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", InsufficientFunds),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "", RateLimited),
+        (grpc.StatusCode.UNAUTHENTICATED, "", AuthenticationFailed),
+        (grpc.StatusCode.PERMISSION_DENIED, "", AuthenticationFailed),
+    ],
+)
+def test_grpc_errors_map_to_typed_venue_errors(code: grpc.StatusCode, reason: str, expected: type) -> None:
+    assert type(venue_error(_rpc_error(code, reason))) is expected
