@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -72,8 +73,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     port = args.port if args.port is not None else DEFAULT_PORTS.get(name, 0)
     listen = Listen(host=args.host, port=port, port_file=args.port_file, grace_s=args.grace)
-    asyncio.run(serve(module.build_app(config), listen))
+    asyncio.run(_serve(module, config, listen))
     return 0
+
+
+async def _serve(module: Any, config: Any, listen: Listen) -> None:
+    # Built inside the running loop: grpc.aio channels belong to the loop they are created in.
+    await serve(module.build_app(config), listen)
 
 
 # ---- up ------------------------------------------------------------------------------------------

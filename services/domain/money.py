@@ -62,6 +62,6 @@ def round_to_step(value: Decimal, step: Decimal) -> Decimal:
     return (value / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
 
 
-def quantize_fee(value: Decimal) -> Decimal:
-    """Fees are kept to 12 decimal places, rounded half-even."""
+def quantize_derived(value: Decimal) -> Decimal:
+    """Derived figures (average prices, ratios of money) are kept to 12 places, half-even."""
     return value.quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN)

@@ -29,7 +29,7 @@ from nija.common.v1 import common_pb2
 
 from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
-from services.domain.money import ZERO, floor_to_step, fmt
+from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
 from services.domain.signal import ExecutionMethod, Side, Signal
 from services.domain.states import Status
@@ -87,12 +87,15 @@ class ExecutionConfig:
     lookup_backoff_s: float = 0.2
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class PairQuote:
     best_bid: Decimal
     best_ask: Decimal
     bid_liquidity_usd: Decimal
     ask_liquidity_usd: Decimal
+
+
+_NO_QUOTE = PairQuote(ZERO, ZERO, ZERO, ZERO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,34 +221,33 @@ class ExecutorEngine:
 
     async def refresh_quotes(self) -> None:
         """Re-read every listed pair's book: best prices and visible liquidity per side."""
-        for pair in sorted(self._markets):
-            try:
-                book = await self._timed(self._venue.fetch_order_book(pair))
-            except VenueError as exc:
-                log.warning("order book unavailable", extra={"pair": pair, "error": repr(exc)})
-                self._quotes.pop(pair, None)
-                continue
-            if book.best_bid is None or book.best_ask is None:
-                self._quotes.pop(pair, None)
-                continue
-            mid = (book.best_bid + book.best_ask) / 2
-            band = mid * self._config.liquidity_band_bps * BPS
-            self._quotes[pair] = PairQuote(
-                best_bid=book.best_bid,
-                best_ask=book.best_ask,
-                bid_liquidity_usd=sum(
-                    (lvl.price * lvl.quantity for lvl in book.bids if lvl.price >= mid - band), ZERO
-                ),
-                ask_liquidity_usd=sum(
-                    (lvl.price * lvl.quantity for lvl in book.asks if lvl.price <= mid + band), ZERO
-                ),
-            )
+        await asyncio.gather(*(self._refresh_quote(pair) for pair in sorted(self._markets)))
+
+    async def _refresh_quote(self, pair: str) -> None:
+        try:
+            book = await self._timed(self._venue.fetch_order_book(pair))
+        except VenueError as exc:
+            log.warning("order book unavailable", extra={"pair": pair, "error": repr(exc)})
+            self._quotes.pop(pair, None)
+            return
+        if book.best_bid is None or book.best_ask is None:
+            self._quotes.pop(pair, None)
+            return
+        mid = (book.best_bid + book.best_ask) / 2
+        band = mid * self._config.liquidity_band_bps * BPS
+        self._quotes[pair] = PairQuote(
+            best_bid=book.best_bid,
+            best_ask=book.best_ask,
+            bid_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in book.bids if lvl.price >= mid - band), ZERO),
+            ask_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in book.asks if lvl.price <= mid + band), ZERO),
+        )
 
     def snapshot(self) -> ExecutorSnapshot:
         return ExecutorSnapshot(
             broker=self.broker,
             fees=self._fees,
-            pairs=dict(self._quotes),
+            # Every listed pair; one without a current book shows no liquidity.
+            pairs={pair: self._quotes.get(pair, _NO_QUOTE) for pair in self._markets},
             queue_depth=len(self._queue),
             max_queue_size=self._queue.max_size,
             active_executions=self._active,
@@ -516,7 +518,7 @@ class ExecutorEngine:
             filled_quantity=fmt(job.filled_quantity),
             filled_notional=fmt(job.filled_notional),
             fees_total=fmt(job.fees_total),
-            average_price=fmt(job.filled_notional / job.filled_quantity) if job.filled_quantity else "0",
+            average_price=fmt(quantize_derived(job.filled_notional / job.filled_quantity)) if job.filled_quantity else "0",
             order_quantity=fmt(job.order_quantity),
             client_order_id=job.client_order_id,
             venue_order_id=job.venue_order_id,
