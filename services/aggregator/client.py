@@ -14,7 +14,7 @@ import grpc
 from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 from nija.common.v1 import common_pb2
 
-from services.runtime.channels import open_channel
+from services.runtime.channels import bounded, open_channel
 from services.runtime.errors import relay
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class LedgerClient:
     ) -> aggregator_pb2.CreateOrderResponse:
         try:
             return await self._stub.CreateOrder(
-                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=timeout_s or self._timeout_s
+                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=bounded(self._timeout_s, timeout_s)
             )
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None
@@ -60,7 +60,7 @@ class LedgerClient:
                 delay = min(delay * 2, 1.0)
 
     async def watch_signal(
-        self, user_id: str, signal_id: str, after_sequence: int = 0, timeout_s: float | None = None
+        self, user_id: str, signal_id: str, after_sequence: int, timeout_s: float
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         """A signal's persisted updates after `after_sequence`, ending with its terminal update."""
         call = self._stub.WatchUpdates(

@@ -98,10 +98,12 @@ class RouterEngine:
             why = "; ".join(f"{e.broker}: {e.reason}" for e in excluded) or "no brokers allowed"
             raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({why})")
 
+        # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
+        stream_timeout = time_remaining or self._config.execute_timeout_s
         created = await self._ledger.create_order(pb_signal, time_remaining)
         if not created.created:
             log.info("signal resubmitted: streaming the first submission", extra={"signal_id": signal.signal_id})
-            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, 0, time_remaining):
+            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, 0, stream_timeout):
                 yield update
             return
         yield created.update
@@ -114,7 +116,7 @@ class RouterEngine:
             outcome = None
             last_sequence = routing.sequence
             try:
-                async for update in self._execute(pb_signal, route, time_remaining):
+                async for update in self._execute(pb_signal, route, stream_timeout):
                     last_sequence = update.sequence
                     yield update
                     status = STATUS_FROM_PB.get(update.status)
@@ -132,7 +134,7 @@ class RouterEngine:
             # The executor took the order but its stream ended early: the order goes on without
             # us, so the rest of its updates come from the ledger.
             async for update in self._ledger.watch_signal(
-                signal.user_id, signal.signal_id, last_sequence, time_remaining
+                signal.user_id, signal.signal_id, last_sequence, stream_timeout
             ):
                 yield update
             return
@@ -143,11 +145,10 @@ class RouterEngine:
         yield failed
 
     async def _execute(
-        self, pb_signal: common_pb2.TradeSignal, route: Route, time_remaining: float | None
+        self, pb_signal: common_pb2.TradeSignal, route: Route, timeout_s: float
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         call = self._directory.stub(route.broker).Execute(
-            executor_pb2.ExecuteRequest(signal=pb_signal, route=route_pb(route)),
-            timeout=time_remaining or self._config.execute_timeout_s,
+            executor_pb2.ExecuteRequest(signal=pb_signal, route=route_pb(route)), timeout=timeout_s
         )
         async for response in call:
             yield response.update

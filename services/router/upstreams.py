@@ -7,7 +7,7 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.signal import Signal
-from services.runtime.channels import open_channel
+from services.runtime.channels import bounded, open_channel
 from services.runtime.errors import relay
 from services.runtime.wire import SIDE_TO_PB
 
@@ -22,7 +22,6 @@ class PermissionClient:
         await self._channel.close()
 
     async def check(self, signal: Signal, time_remaining: float | None = None) -> permission_pb2.CheckTradeResponse:
-        timeout = self._timeout_s if time_remaining is None else max(0.001, min(self._timeout_s, time_remaining))
         try:
             return await self._stub.CheckTrade(
                 permission_pb2.CheckTradeRequest(
@@ -32,7 +31,7 @@ class PermissionClient:
                     size_usd=fmt(signal.size_usd),
                     signal_id=signal.signal_id,
                 ),
-                timeout=timeout,
+                timeout=bounded(self._timeout_s, time_remaining),
             )
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None

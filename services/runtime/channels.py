@@ -16,11 +16,8 @@ def open_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
-def deadline(context: grpc.aio.ServicerContext | None, default_s: float) -> float:
+def bounded(default_s: float, remaining_s: float | None) -> float:
     """Seconds for an outbound call: our default, cut to what our own caller has left."""
-    if context is None:
+    if remaining_s is None:
         return default_s
-    remaining = context.time_remaining()
-    if remaining is None:
-        return default_s
-    return max(0.001, min(default_s, remaining))
+    return max(0.001, min(default_s, remaining_s))

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import shutil
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
-from services.runtime.errors import reason_of
+from services.domain.brokers import DEFAULT_PORTS
 from services.runtime.wire import status_name
 
 pytestmark = pytest.mark.e2e
@@ -178,6 +179,25 @@ def test_bad_input_is_refused_with_a_reason(mesh, user, pair, usd, code, reason)
     assert reason.encode() in md["grpc-status-details-bin"]
     with sqlite3.connect(f"file:{mesh['dir'] / 'aggregator.db'}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT count(*) FROM updates WHERE signal_id=?", (sid,)).fetchone()[0] == 0
+
+
+def readme_grpcurl_commands() -> list[str]:
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    return [line for line in readme.read_text().splitlines() if line.startswith("grpcurl ")]
+
+
+def test_readme_grpcurl_examples_work(mesh):
+    commands = readme_grpcurl_commands()
+    assert len(commands) >= 8
+    by_default_port = {f"127.0.0.1:{port}": mesh["targets"][name] for name, port in DEFAULT_PORTS.items()}
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        argv = [by_default_port.get(arg, arg) for arg in argv]
+        out = grpcurl(*(a for a in argv if a != "-plaintext"))
+        assert out.returncode == 0, f"{command}\n{out.stderr}"
+        assert out.stdout.strip(), command
+    submitted = [c for c in commands if "SubmitSignal" in c]
+    assert submitted and "readme-1" in submitted[0]
 
 
 def test_sigterm_stops_every_process_cleanly_and_no_traceback_was_logged(mesh):
