@@ -81,7 +81,9 @@ class AggregatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchUpdates(self, request, context):
-        """Replays a user's updates after after_sequence, then streams new ones live.
+        """Replays a user's updates after after_sequence, then streams new ones live, without gap or
+        duplicate. A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED, reason
+        WATCHER_TOO_SLOW, ErrorInfo metadata last_sequence: resume with after_sequence = that.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
