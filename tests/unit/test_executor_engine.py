@@ -1,0 +1,289 @@
+"""The executor engine against a scripted venue and an in-memory ledger: no network, no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from decimal import Decimal
+
+import grpc
+import pytest
+from nija.common.v1 import common_pb2
+
+from services.domain.breaker import BreakerState
+from services.domain.signal import ExecutionMethod, Side, Signal, SignalType
+from services.domain.states import Status, check_transition
+from services.executor.engine import ExecutionConfig, ExecutorEngine
+from services.executor.venues.base import (
+    BookLevel,
+    DuplicateClientOrderId,
+    ExchangeUnavailable,
+    FeeSchedule,
+    FillReport,
+    InsufficientFunds,
+    Liquidity,
+    Market,
+    OrderBook,
+    OrderNotFound,
+    OrderReport,
+    OrderState,
+    OrderType,
+)
+from services.runtime.errors import ServiceError
+from services.runtime.wire import STATUS_FROM_PB
+
+MARKET = Market("BTC-USD", "BTC", "USD", Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"), Decimal(10))
+ASK, BID = Decimal(60000), Decimal(59990)
+
+
+class ScriptedVenue:
+    """Fills what crosses the single ask level; faults are switched on by the test."""
+
+    broker = "binance"
+
+    def __init__(self, ask_quantity: Decimal = Decimal(1)) -> None:
+        self.ask_quantity = ask_quantity
+        self.orders: dict[str, OrderReport] = {}
+        self.create_calls = 0
+        self.lose_create_response = False  # the order is placed but the answer never arrives
+        self.fail_create_before_send = False  # nothing reaches the exchange
+        self.insufficient_funds = False
+        self.trades = 0
+
+    async def load_markets(self):
+        return {MARKET.pair: MARKET}
+
+    async def fetch_fees(self):
+        return FeeSchedule(Decimal("0.001"), Decimal("0.002"))
+
+    async def fetch_order_book(self, pair, depth=0):
+        return OrderBook(pair, [BookLevel(BID, Decimal(1))], [BookLevel(ASK, self.ask_quantity)])
+
+    async def create_order(self, account, order):
+        self.create_calls += 1
+        if self.fail_create_before_send:
+            raise ExchangeUnavailable("connection refused")
+        if self.insufficient_funds:
+            raise InsufficientFunds("not enough USD")
+        if order.client_order_id in self.orders:
+            raise DuplicateClientOrderId(order.client_order_id)
+        crosses = order.order_type is OrderType.MARKET or order.limit_price >= ASK
+        quantity = min(order.quantity, self.ask_quantity) if crosses else Decimal(0)
+        fills = []
+        if quantity:
+            self.trades += 1
+            fills.append(FillReport(f"T{self.trades}", ASK, quantity, ASK * quantity * Decimal("0.002"), "USD", Liquidity.TAKER))
+        if quantity == order.quantity:
+            state = OrderState.FILLED
+        elif order.order_type is OrderType.MARKET:
+            state = OrderState.CANCELLED  # depth ran out: the rest is cancelled
+        else:
+            state = OrderState.PARTIALLY_FILLED if quantity else OrderState.OPEN
+        report = OrderReport(f"V{len(self.orders) + 1}", order.client_order_id, order.pair, order.side, order.order_type,
+                             order.quantity, order.limit_price, state, quantity, ASK * quantity,
+                             sum((f.fee for f in fills), Decimal(0)), fills)
+        self.orders[order.client_order_id] = report
+        if self.lose_create_response:
+            raise ExchangeUnavailable("timeout after send")
+        return report
+
+    async def fetch_order(self, account, pair, client_order_id):
+        if client_order_id not in self.orders:
+            raise OrderNotFound(client_order_id)
+        return self.orders[client_order_id]
+
+    async def cancel_order(self, account, pair, client_order_id):
+        report = dataclasses.replace(self.orders[client_order_id], state=OrderState.CANCELLED)
+        self.orders[client_order_id] = report
+        return report
+
+    async def fetch_balances(self, account):
+        return {}
+
+    async def close(self):
+        pass
+
+
+class MemoryLedger:
+    """Checks every transition like the aggregator does and assigns per-user sequences."""
+
+    def __init__(self) -> None:
+        self.updates: list[common_pb2.ExecutionUpdate] = []
+        self.state: dict[str, Status] = {}
+
+    async def record(self, update):
+        status = STATUS_FROM_PB[update.status]
+        current = self.state.get(update.signal_id, Status.ROUTING)
+        check_transition(current, status)
+        self.state[update.signal_id] = status
+        stored = common_pb2.ExecutionUpdate()
+        stored.CopyFrom(update)
+        stored.sequence = len(self.updates) + 1
+        self.updates.append(stored)
+        return stored
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def signal(sid="s1", usd="600", kind=SignalType.ENTRY, user="alice"):
+    return Signal(sid, user, "BTC-USD", Side.BUY, Decimal(usd), kind)
+
+
+async def make_engine(venue=None, **config):
+    venue = venue or ScriptedVenue()
+    ledger = MemoryLedger()
+    clock = FakeTime()
+    engine = ExecutorEngine("binance", venue, ledger, ExecutionConfig(**config), clock=clock.clock, sleep=clock.sleep)
+    await engine.load_markets()
+    engine.start_workers()
+    return engine, venue, ledger
+
+
+async def run(engine, sig, method=ExecutionMethod.MARKET, priority=3):
+    return [u async for u in engine.execute(sig, method, priority)]
+
+
+def statuses(updates):
+    return [STATUS_FROM_PB[u.status] for u in updates]
+
+
+async def test_market_order_fills_with_the_venue_fee():
+    engine, venue, ledger = await make_engine()
+    updates = await run(engine, signal(usd="600"))
+    assert statuses(updates) == [Status.QUEUED, Status.EXECUTING, Status.FILLED]
+    final = updates[-1]
+    assert final.filled_quantity == "0.01" and final.fees_total == "1.2"  # 600 * 0.2% taker
+    assert updates[1].client_order_id.startswith("nija-") and updates[1].order_quantity == "0.01"
+    assert engine.snapshot().successful_executions == 1
+    await engine.stop()
+
+
+async def test_response_lost_after_execution_is_looked_up_not_resent():
+    engine, venue, ledger = await make_engine()
+    venue.lose_create_response = True
+    updates = await run(engine, signal())
+    assert statuses(updates)[-1] is Status.FILLED
+    assert venue.create_calls == 1 and len(venue.orders) == 1
+    await engine.stop()
+
+
+async def test_send_that_never_reached_the_exchange_fails_without_an_order():
+    engine, venue, ledger = await make_engine()
+    venue.fail_create_before_send = True
+    updates = await run(engine, signal())
+    assert statuses(updates)[-1] is Status.FAILED
+    assert "was not placed" in updates[-1].reason
+    assert venue.orders == {} and venue.create_calls == 1
+    await engine.stop()
+
+
+async def test_resubmitting_a_placed_client_order_id_reads_the_existing_order():
+    engine, venue, ledger = await make_engine()
+    first = await run(engine, signal(sid="again"))
+    ledger.state.clear()  # a second run of the same signal (e.g. after a restart)
+    second = await run(engine, signal(sid="again"))
+    assert venue.create_calls == 2 and len(venue.orders) == 1  # the venue refused the second send
+    assert statuses(second)[-1] is Status.FILLED
+    # Both runs report the exchange's one trade; the ledger dedupes fills by venue trade id.
+    assert {f.venue_trade_id for u in first + second for f in u.fills} == {"T1"}
+    assert first[-1].filled_quantity == second[-1].filled_quantity == "0.01"
+    await engine.stop()
+
+
+async def test_depth_running_out_ends_cancelled_with_the_partial_fill():
+    engine, venue, ledger = await make_engine(ScriptedVenue(ask_quantity=Decimal("0.004")))
+    updates = await run(engine, signal(usd="600"))
+    assert statuses(updates) == [Status.QUEUED, Status.EXECUTING, Status.PARTIAL_FILL, Status.CANCELLED]
+    assert updates[-1].filled_quantity == "0.004"
+    assert "filled 0.004 of 0.01" in updates[-1].reason
+    await engine.stop()
+
+
+async def test_limit_order_that_does_not_fill_is_cancelled_at_its_timeout():
+    engine, venue, ledger = await make_engine(limit_offset_bps=Decimal(-100), limit_timeout_s=5, order_poll_s=1)
+    updates = await run(engine, signal(), method=ExecutionMethod.LIMIT)
+    assert statuses(updates) == [Status.QUEUED, Status.EXECUTING, Status.CANCELLED]
+    assert "not filled within 5s" in updates[-1].reason
+    assert all(o.state is OrderState.CANCELLED for o in venue.orders.values())
+    await engine.stop()
+
+
+async def test_insufficient_funds_is_rejected_and_not_the_exchanges_fault():
+    engine, venue, ledger = await make_engine()
+    venue.insufficient_funds = True
+    for i in range(6):
+        updates = await run(engine, signal(sid=f"nf-{i}"))
+        assert statuses(updates)[-1] is Status.REJECTED
+    assert engine.breaker.state is BreakerState.CLOSED
+    await engine.stop()
+
+
+async def test_five_transport_failures_open_the_breaker_and_admission_is_refused():
+    engine, venue, ledger = await make_engine()
+
+    async def down(*args, **kwargs):
+        raise ExchangeUnavailable("connection refused")
+
+    venue.fetch_order_book = venue.create_order = venue.fetch_order = down
+    for i in range(5):
+        updates = await run(engine, signal(sid=f"t-{i}"))
+        assert statuses(updates)[-1] is Status.FAILED
+    assert engine.breaker.state is BreakerState.OPEN
+    with pytest.raises(ServiceError) as info:
+        await run(engine, signal(sid="t-5"))
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.reason == "BREAKER_OPEN"
+    assert venue.orders == {}
+    await engine.stop()
+
+
+async def test_stop_loss_jumps_the_queue():
+    engine, venue, ledger = await make_engine(concurrency=1)
+    gate = asyncio.Event()
+    real_book = venue.fetch_order_book
+
+    async def slow_book(pair, depth=0):
+        await gate.wait()
+        return await real_book(pair, depth)
+
+    venue.fetch_order_book = slow_book
+    first = asyncio.create_task(run(engine, signal(sid="busy")))
+    await asyncio.sleep(0.01)
+    entry = asyncio.create_task(run(engine, signal(sid="entry"), priority=3))
+    stop = asyncio.create_task(run(engine, signal(sid="stop", kind=SignalType.STOP_LOSS), priority=1))
+    await asyncio.sleep(0.01)
+    assert engine.snapshot().queue_depth == 2
+    gate.set()
+    await asyncio.gather(first, entry, stop)
+    executing = [u.signal_id for u in ledger.updates if STATUS_FROM_PB[u.status] is Status.EXECUTING]
+    assert executing == ["busy", "stop", "entry"]
+    await engine.stop()
+
+
+async def test_full_queue_is_resource_exhausted():
+    engine, venue, ledger = await make_engine(concurrency=1, max_queue_size=1)
+    gate = asyncio.Event()
+
+    async def blocked(pair, depth=0):
+        await gate.wait()
+
+    venue.fetch_order_book = blocked
+    busy = asyncio.create_task(run(engine, signal(sid="busy")))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(run(engine, signal(sid="queued")))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ServiceError) as info:
+        await run(engine, signal(sid="overflow"))
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.reason == "QUEUE_FULL"
+    busy.cancel()
+    queued.cancel()
+    await engine.stop()
