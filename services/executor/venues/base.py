@@ -47,6 +47,8 @@ class Market:
     lot_size: Decimal
     min_quantity: Decimal
     min_notional: Decimal
+    #: Fee to withdraw the base asset, in base units (0 when the venue does not say).
+    withdrawal_fee: Decimal = Decimal(0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,12 @@ class Liquidity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIQUIDITY_UNSPECIFIED: _ClassVar[Liquidity]
     LIQUIDITY_MAKER: _ClassVar[Liquidity]
     LIQUIDITY_TAKER: _ClassVar[Liquidity]
+
+class RoutingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTING_POLICY_UNSPECIFIED: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_SCORE: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_COST: _ClassVar[RoutingPolicy]
 SIDE_UNSPECIFIED: Side
 SIDE_BUY: Side
 SIDE_SELL: Side
@@ -85,9 +91,24 @@ BREAKER_STATE_HALF_OPEN: BreakerState
 LIQUIDITY_UNSPECIFIED: Liquidity
 LIQUIDITY_MAKER: Liquidity
 LIQUIDITY_TAKER: Liquidity
+ROUTING_POLICY_UNSPECIFIED: RoutingPolicy
+ROUTING_POLICY_SCORE: RoutingPolicy
+ROUTING_POLICY_COST: RoutingPolicy
+
+class RoutingOptions(_message.Message):
+    __slots__ = ("policy", "allow_split", "include_withdrawal", "max_slippage_bps")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_WITHDRAWAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLIPPAGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    policy: RoutingPolicy
+    allow_split: bool
+    include_withdrawal: bool
+    max_slippage_bps: int
+    def __init__(self, policy: _Optional[_Union[RoutingPolicy, str]] = ..., allow_split: _Optional[bool] = ..., include_withdrawal: _Optional[bool] = ..., max_slippage_bps: _Optional[int] = ...) -> None: ...
 
 class TradeSignal(_message.Message):
-    __slots__ = ("signal_id", "user_id", "pair", "side", "size_usd", "signal_type", "strategy", "timestamp", "metadata")
+    __slots__ = ("signal_id", "user_id", "pair", "side", "size_usd", "signal_type", "strategy", "timestamp", "metadata", "routing")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +125,7 @@ class TradeSignal(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     signal_id: str
     user_id: str
     pair: str
@@ -113,10 +135,21 @@ class TradeSignal(_message.Message):
     strategy: str
     timestamp: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., size_usd: _Optional[str] = ..., signal_type: _Optional[_Union[SignalType, str]] = ..., strategy: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    routing: RoutingOptions
+    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., size_usd: _Optional[str] = ..., signal_type: _Optional[_Union[SignalType, str]] = ..., strategy: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class SplitLeg(_message.Message):
+    __slots__ = ("broker", "size_usd", "child_signal_id")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_USD_FIELD_NUMBER: _ClassVar[int]
+    CHILD_SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    size_usd: str
+    child_signal_id: str
+    def __init__(self, broker: _Optional[str] = ..., size_usd: _Optional[str] = ..., child_signal_id: _Optional[str] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
-    __slots__ = ("broker", "execution_method", "priority", "estimated_fees", "estimated_latency_ms", "score", "reason")
+    __slots__ = ("broker", "execution_method", "priority", "estimated_fees", "estimated_latency_ms", "score", "reason", "policy", "estimated_cost", "legs", "attempt")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_METHOD_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +157,10 @@ class RouteDecision(_message.Message):
     ESTIMATED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     broker: str
     execution_method: ExecutionMethod
     priority: int
@@ -131,7 +168,19 @@ class RouteDecision(_message.Message):
     estimated_latency_ms: float
     score: float
     reason: str
-    def __init__(self, broker: _Optional[str] = ..., execution_method: _Optional[_Union[ExecutionMethod, str]] = ..., priority: _Optional[int] = ..., estimated_fees: _Optional[str] = ..., estimated_latency_ms: _Optional[float] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    policy: RoutingPolicy
+    estimated_cost: str
+    legs: _containers.RepeatedCompositeFieldContainer[SplitLeg]
+    attempt: int
+    def __init__(self, broker: _Optional[str] = ..., execution_method: _Optional[_Union[ExecutionMethod, str]] = ..., priority: _Optional[int] = ..., estimated_fees: _Optional[str] = ..., estimated_latency_ms: _Optional[float] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., policy: _Optional[_Union[RoutingPolicy, str]] = ..., estimated_cost: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[SplitLeg, _Mapping]]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class BookLevel(_message.Message):
+    __slots__ = ("price", "quantity")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    price: str
+    quantity: str
+    def __init__(self, price: _Optional[str] = ..., quantity: _Optional[str] = ...) -> None: ...
 
 class Fill(_message.Message):
     __slots__ = ("venue_trade_id", "price", "quantity", "fee", "fee_currency", "liquidity", "time")
@@ -152,7 +201,7 @@ class Fill(_message.Message):
     def __init__(self, venue_trade_id: _Optional[str] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., fee: _Optional[str] = ..., fee_currency: _Optional[str] = ..., liquidity: _Optional[_Union[Liquidity, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExecutionUpdate(_message.Message):
-    __slots__ = ("signal_id", "user_id", "sequence", "status", "broker", "pair", "side", "fills", "reason", "filled_quantity", "filled_notional", "fees_total", "average_price", "order_quantity", "client_order_id", "venue_order_id", "time", "route", "update_id")
+    __slots__ = ("signal_id", "user_id", "sequence", "status", "broker", "pair", "side", "fills", "reason", "filled_quantity", "filled_notional", "fees_total", "average_price", "order_quantity", "client_order_id", "venue_order_id", "time", "route", "update_id", "parent_signal_id")
     SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +221,7 @@ class ExecutionUpdate(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     signal_id: str
     user_id: str
     sequence: int
@@ -191,4 +241,5 @@ class ExecutionUpdate(_message.Message):
     time: _timestamp_pb2.Timestamp
     route: RouteDecision
     update_id: str
-    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sequence: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., broker: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ..., reason: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees_total: _Optional[str] = ..., average_price: _Optional[str] = ..., order_quantity: _Optional[str] = ..., client_order_id: _Optional[str] = ..., venue_order_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., route: _Optional[_Union[RouteDecision, _Mapping]] = ..., update_id: _Optional[str] = ...) -> None: ...
+    parent_signal_id: str
+    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sequence: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., broker: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ..., reason: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees_total: _Optional[str] = ..., average_price: _Optional[str] = ..., order_quantity: _Optional[str] = ..., client_order_id: _Optional[str] = ..., venue_order_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., route: _Optional[_Union[RouteDecision, _Mapping]] = ..., update_id: _Optional[str] = ..., parent_signal_id: _Optional[str] = ...) -> None: ...

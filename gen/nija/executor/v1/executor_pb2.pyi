@@ -31,22 +31,40 @@ class GetExecutorInfoResponse(_message.Message):
     info: ExecutorInfo
     def __init__(self, info: _Optional[_Union[ExecutorInfo, _Mapping]] = ...) -> None: ...
 
+class WatchExecutorInfoRequest(_message.Message):
+    __slots__ = ("max_interval_ms",)
+    MAX_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    max_interval_ms: int
+    def __init__(self, max_interval_ms: _Optional[int] = ...) -> None: ...
+
+class WatchExecutorInfoResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: ExecutorInfo
+    def __init__(self, info: _Optional[_Union[ExecutorInfo, _Mapping]] = ...) -> None: ...
+
 class PairInfo(_message.Message):
-    __slots__ = ("pair", "best_bid", "best_ask", "bid_liquidity_usd", "ask_liquidity_usd")
+    __slots__ = ("pair", "best_bid", "best_ask", "bid_liquidity_usd", "ask_liquidity_usd", "bids", "asks", "withdrawal_fee")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     BEST_BID_FIELD_NUMBER: _ClassVar[int]
     BEST_ASK_FIELD_NUMBER: _ClassVar[int]
     BID_LIQUIDITY_USD_FIELD_NUMBER: _ClassVar[int]
     ASK_LIQUIDITY_USD_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWAL_FEE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     best_bid: str
     best_ask: str
     bid_liquidity_usd: str
     ask_liquidity_usd: str
-    def __init__(self, pair: _Optional[str] = ..., best_bid: _Optional[str] = ..., best_ask: _Optional[str] = ..., bid_liquidity_usd: _Optional[str] = ..., ask_liquidity_usd: _Optional[str] = ...) -> None: ...
+    bids: _containers.RepeatedCompositeFieldContainer[_common_pb2.BookLevel]
+    asks: _containers.RepeatedCompositeFieldContainer[_common_pb2.BookLevel]
+    withdrawal_fee: str
+    def __init__(self, pair: _Optional[str] = ..., best_bid: _Optional[str] = ..., best_ask: _Optional[str] = ..., bid_liquidity_usd: _Optional[str] = ..., ask_liquidity_usd: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[_common_pb2.BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[_common_pb2.BookLevel, _Mapping]]] = ..., withdrawal_fee: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("broker", "maker_fee", "taker_fee", "pairs", "queue_depth", "max_queue_size", "active_executions", "total_executions", "successful_executions", "success_rate", "avg_latency_ms", "breaker_state")
+    __slots__ = ("broker", "maker_fee", "taker_fee", "pairs", "queue_depth", "max_queue_size", "active_executions", "total_executions", "successful_executions", "success_rate", "avg_latency_ms", "breaker_state", "version")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +77,7 @@ class ExecutorInfo(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
     AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     broker: str
     maker_fee: str
     taker_fee: str
@@ -71,4 +90,5 @@ class ExecutorInfo(_message.Message):
     success_rate: float
     avg_latency_ms: float
     breaker_state: _common_pb2.BreakerState
-    def __init__(self, broker: _Optional[str] = ..., maker_fee: _Optional[str] = ..., taker_fee: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairInfo, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., active_executions: _Optional[int] = ..., total_executions: _Optional[int] = ..., successful_executions: _Optional[int] = ..., success_rate: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., breaker_state: _Optional[_Union[_common_pb2.BreakerState, str]] = ...) -> None: ...
+    version: int
+    def __init__(self, broker: _Optional[str] = ..., maker_fee: _Optional[str] = ..., taker_fee: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairInfo, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., active_executions: _Optional[int] = ..., total_executions: _Optional[int] = ..., successful_executions: _Optional[int] = ..., success_rate: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., breaker_state: _Optional[_Union[_common_pb2.BreakerState, str]] = ..., version: _Optional[int] = ...) -> None: ...

@@ -46,6 +46,11 @@ class ExecutorServiceStub:
                 request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoRequest.SerializeToString,
                 response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoResponse.FromString,
                 _registered_method=True)
+        self.WatchExecutorInfo = channel.unary_stream(
+                '/nija.executor.v1.ExecutorService/WatchExecutorInfo',
+                request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.SerializeToString,
+                response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -67,6 +72,14 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchExecutorInfo(self, request, context):
+        """The same info pushed as it changes (and at least every max_interval_ms), so routers never
+        ask per signal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +92,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.GetExecutorInfo,
                     request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoRequest.FromString,
                     response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoResponse.SerializeToString,
+            ),
+            'WatchExecutorInfo': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExecutorInfo,
+                    request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.FromString,
+                    response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class ExecutorService:
             '/nija.executor.v1.ExecutorService/GetExecutorInfo',
             nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoRequest.SerializeToString,
             nija_dot_executor_dot_v1_dot_executor__pb2.GetExecutorInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecutorInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nija.executor.v1.ExecutorService/WatchExecutorInfo',
+            nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.SerializeToString,
+            nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,25 +25,27 @@ _sym_db = _symbol_database.Default()
 from nija.common.v1 import common_pb2 as nija_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nija/permission/v1/permission.proto\x12\x12nija.permission.v1\x1a\x1bnija/common/v1/common.proto\"{\n\x11\x43heckTradeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\"\n\x04side\x18\x03 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x10\n\x08size_usd\x18\x04 \x01(\t\x12\x11\n\tsignal_id\x18\x05 \x01(\t\"\x83\x01\n\x12\x43heckTradeResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x33\n\x0b\x64\x65nial_code\x18\x03 \x01(\x0e\x32\x1e.nija.permission.v1.DenialCode\x12\x17\n\x0f\x61llowed_brokers\x18\x04 \x03(\t\"\x7f\n\x0fUserPermissions\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x17\n\x0f\x61llowed_brokers\x18\x03 \x03(\t\x12\x15\n\rallowed_pairs\x18\x04 \x03(\t\x12\x1a\n\x12max_order_size_usd\x18\x05 \x01(\t\",\n\x19GetUserPermissionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"V\n\x1aGetUserPermissionsResponse\x12\x38\n\x0bpermissions\x18\x01 \x01(\x0b\x32#.nija.permission.v1.UserPermissions*\xad\x01\n\nDenialCode\x12\x1b\n\x17\x44\x45NIAL_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45NIAL_CODE_USER_DISABLED\x10\x01\x12 \n\x1c\x44\x45NIAL_CODE_PAIR_NOT_ALLOWED\x10\x02\x12\x1e\n\x1a\x44\x45NIAL_CODE_SIZE_ABOVE_MAX\x10\x03\x12!\n\x1d\x44\x45NIAL_CODE_NO_ALLOWED_BROKER\x10\x04\x32\xe5\x01\n\x11PermissionService\x12[\n\nCheckTrade\x12%.nija.permission.v1.CheckTradeRequest\x1a&.nija.permission.v1.CheckTradeResponse\x12s\n\x12GetUserPermissions\x12-.nija.permission.v1.GetUserPermissionsRequest\x1a..nija.permission.v1.GetUserPermissionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nija/permission/v1/permission.proto\x12\x12nija.permission.v1\x1a\x1bnija/common/v1/common.proto\"{\n\x11\x43heckTradeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\"\n\x04side\x18\x03 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x10\n\x08size_usd\x18\x04 \x01(\t\x12\x11\n\tsignal_id\x18\x05 \x01(\t\"\xc0\x01\n\x12\x43heckTradeResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x33\n\x0b\x64\x65nial_code\x18\x03 \x01(\x0e\x32\x1e.nija.permission.v1.DenialCode\x12\x17\n\x0f\x61llowed_brokers\x18\x04 \x03(\t\x12;\n\x0bpreferences\x18\x05 \x01(\x0b\x32&.nija.permission.v1.RoutingPreferences\"\x99\x01\n\x12RoutingPreferences\x12\x19\n\x11preferred_brokers\x18\x01 \x03(\t\x12\x17\n\x0f\x62locked_brokers\x18\x02 \x03(\t\x12\x35\n\x0erouting_policy\x18\x03 \x01(\x0e\x32\x1d.nija.common.v1.RoutingPolicy\x12\x18\n\x10max_slippage_bps\x18\x04 \x01(\r\"\xbc\x01\n\x0fUserPermissions\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x17\n\x0f\x61llowed_brokers\x18\x03 \x03(\t\x12\x15\n\rallowed_pairs\x18\x04 \x03(\t\x12\x1a\n\x12max_order_size_usd\x18\x05 \x01(\t\x12;\n\x0bpreferences\x18\x06 \x01(\x0b\x32&.nija.permission.v1.RoutingPreferences\",\n\x19GetUserPermissionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"V\n\x1aGetUserPermissionsResponse\x12\x38\n\x0bpermissions\x18\x01 \x01(\x0b\x32#.nija.permission.v1.UserPermissions*\xad\x01\n\nDenialCode\x12\x1b\n\x17\x44\x45NIAL_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45NIAL_CODE_USER_DISABLED\x10\x01\x12 \n\x1c\x44\x45NIAL_CODE_PAIR_NOT_ALLOWED\x10\x02\x12\x1e\n\x1a\x44\x45NIAL_CODE_SIZE_ABOVE_MAX\x10\x03\x12!\n\x1d\x44\x45NIAL_CODE_NO_ALLOWED_BROKER\x10\x04\x32\xe5\x01\n\x11PermissionService\x12[\n\nCheckTrade\x12%.nija.permission.v1.CheckTradeRequest\x1a&.nija.permission.v1.CheckTradeResponse\x12s\n\x12GetUserPermissions\x12-.nija.permission.v1.GetUserPermissionsRequest\x1a..nija.permission.v1.GetUserPermissionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nija.permission.v1.permission_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DENIALCODE']._serialized_start=611
-  _globals['_DENIALCODE']._serialized_end=784
+  _globals['_DENIALCODE']._serialized_start=890
+  _globals['_DENIALCODE']._serialized_end=1063
   _globals['_CHECKTRADEREQUEST']._serialized_start=88
   _globals['_CHECKTRADEREQUEST']._serialized_end=211
   _globals['_CHECKTRADERESPONSE']._serialized_start=214
-  _globals['_CHECKTRADERESPONSE']._serialized_end=345
-  _globals['_USERPERMISSIONS']._serialized_start=347
-  _globals['_USERPERMISSIONS']._serialized_end=474
-  _globals['_GETUSERPERMISSIONSREQUEST']._serialized_start=476
-  _globals['_GETUSERPERMISSIONSREQUEST']._serialized_end=520
-  _globals['_GETUSERPERMISSIONSRESPONSE']._serialized_start=522
-  _globals['_GETUSERPERMISSIONSRESPONSE']._serialized_end=608
-  _globals['_PERMISSIONSERVICE']._serialized_start=787
-  _globals['_PERMISSIONSERVICE']._serialized_end=1016
+  _globals['_CHECKTRADERESPONSE']._serialized_end=406
+  _globals['_ROUTINGPREFERENCES']._serialized_start=409
+  _globals['_ROUTINGPREFERENCES']._serialized_end=562
+  _globals['_USERPERMISSIONS']._serialized_start=565
+  _globals['_USERPERMISSIONS']._serialized_end=753
+  _globals['_GETUSERPERMISSIONSREQUEST']._serialized_start=755
+  _globals['_GETUSERPERMISSIONSREQUEST']._serialized_end=799
+  _globals['_GETUSERPERMISSIONSRESPONSE']._serialized_start=801
+  _globals['_GETUSERPERMISSIONSRESPONSE']._serialized_end=887
+  _globals['_PERMISSIONSERVICE']._serialized_start=1066
+  _globals['_PERMISSIONSERVICE']._serialized_end=1295
 # @@protoc_insertion_point(module_scope)

@@ -36,30 +36,46 @@ class CheckTradeRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., size_usd: _Optional[str] = ..., signal_id: _Optional[str] = ...) -> None: ...
 
 class CheckTradeResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers")
+    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers", "preferences")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DENIAL_CODE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_BROKERS_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     denial_code: DenialCode
     allowed_brokers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ...) -> None: ...
+    preferences: RoutingPreferences
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ...) -> None: ...
+
+class RoutingPreferences(_message.Message):
+    __slots__ = ("preferred_brokers", "blocked_brokers", "routing_policy", "max_slippage_bps")
+    PREFERRED_BROKERS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_BROKERS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_POLICY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLIPPAGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    preferred_brokers: _containers.RepeatedScalarFieldContainer[str]
+    blocked_brokers: _containers.RepeatedScalarFieldContainer[str]
+    routing_policy: _common_pb2.RoutingPolicy
+    max_slippage_bps: int
+    def __init__(self, preferred_brokers: _Optional[_Iterable[str]] = ..., blocked_brokers: _Optional[_Iterable[str]] = ..., routing_policy: _Optional[_Union[_common_pb2.RoutingPolicy, str]] = ..., max_slippage_bps: _Optional[int] = ...) -> None: ...
 
 class UserPermissions(_message.Message):
-    __slots__ = ("user_id", "enabled", "allowed_brokers", "allowed_pairs", "max_order_size_usd")
+    __slots__ = ("user_id", "enabled", "allowed_brokers", "allowed_pairs", "max_order_size_usd", "preferences")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_BROKERS_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_PAIRS_FIELD_NUMBER: _ClassVar[int]
     MAX_ORDER_SIZE_USD_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     enabled: bool
     allowed_brokers: _containers.RepeatedScalarFieldContainer[str]
     allowed_pairs: _containers.RepeatedScalarFieldContainer[str]
     max_order_size_usd: str
-    def __init__(self, user_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., max_order_size_usd: _Optional[str] = ...) -> None: ...
+    preferences: RoutingPreferences
+    def __init__(self, user_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., max_order_size_usd: _Optional[str] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ...) -> None: ...
 
 class GetUserPermissionsRequest(_message.Message):
     __slots__ = ("user_id",)

@@ -1,7 +1,8 @@
 from nija.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -17,3 +18,69 @@ class SubmitSignalResponse(_message.Message):
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     update: _common_pb2.ExecutionUpdate
     def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ...) -> None: ...
+
+class QuoteRouteRequest(_message.Message):
+    __slots__ = ("signal",)
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    signal: _common_pb2.TradeSignal
+    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ...) -> None: ...
+
+class ScoreBreakdown(_message.Message):
+    __slots__ = ("fee", "latency", "success", "load", "pair", "total")
+    FEE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    fee: float
+    latency: float
+    success: float
+    load: float
+    pair: float
+    total: float
+    def __init__(self, fee: _Optional[float] = ..., latency: _Optional[float] = ..., success: _Optional[float] = ..., load: _Optional[float] = ..., pair: _Optional[float] = ..., total: _Optional[float] = ...) -> None: ...
+
+class CostEstimate(_message.Message):
+    __slots__ = ("fee_usd", "slippage_usd", "withdrawal_usd", "total_usd", "expected_price", "slippage_bps")
+    FEE_USD_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_USD_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWAL_USD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_USD_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_PRICE_FIELD_NUMBER: _ClassVar[int]
+    SLIPPAGE_BPS_FIELD_NUMBER: _ClassVar[int]
+    fee_usd: str
+    slippage_usd: str
+    withdrawal_usd: str
+    total_usd: str
+    expected_price: str
+    slippage_bps: float
+    def __init__(self, fee_usd: _Optional[str] = ..., slippage_usd: _Optional[str] = ..., withdrawal_usd: _Optional[str] = ..., total_usd: _Optional[str] = ..., expected_price: _Optional[str] = ..., slippage_bps: _Optional[float] = ...) -> None: ...
+
+class BrokerQuote(_message.Message):
+    __slots__ = ("broker", "eligible", "exclusion", "score", "cost", "liquidity_usd")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    LIQUIDITY_USD_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    eligible: bool
+    exclusion: str
+    score: ScoreBreakdown
+    cost: CostEstimate
+    liquidity_usd: str
+    def __init__(self, broker: _Optional[str] = ..., eligible: _Optional[bool] = ..., exclusion: _Optional[str] = ..., score: _Optional[_Union[ScoreBreakdown, _Mapping]] = ..., cost: _Optional[_Union[CostEstimate, _Mapping]] = ..., liquidity_usd: _Optional[str] = ...) -> None: ...
+
+class QuoteRouteResponse(_message.Message):
+    __slots__ = ("routable", "reason", "route", "brokers")
+    ROUTABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    BROKERS_FIELD_NUMBER: _ClassVar[int]
+    routable: bool
+    reason: str
+    route: _common_pb2.RouteDecision
+    brokers: _containers.RepeatedCompositeFieldContainer[BrokerQuote]
+    def __init__(self, routable: _Optional[bool] = ..., reason: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteDecision, _Mapping]] = ..., brokers: _Optional[_Iterable[_Union[BrokerQuote, _Mapping]]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class RouterServiceStub:
                 request_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalRequest.SerializeToString,
                 response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalResponse.FromString,
                 _registered_method=True)
+        self.QuoteRoute = channel.unary_unary(
+                '/nija.router.v1.RouterService/QuoteRoute',
+                request_serializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.SerializeToString,
+                response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -55,6 +60,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuoteRoute(self, request, context):
+        """Dry run: what the router would do with this signal now, and why, for every broker.
+        Nothing is written and nothing is sent to an exchange.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +75,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.SubmitSignal,
                     request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalRequest.FromString,
                     response_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalResponse.SerializeToString,
+            ),
+            'QuoteRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteRoute,
+                    request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.FromString,
+                    response_serializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +110,33 @@ class RouterService:
             '/nija.router.v1.RouterService/SubmitSignal',
             nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalRequest.SerializeToString,
             nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.router.v1.RouterService/QuoteRoute',
+            nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.SerializeToString,
+            nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.FromString,
             options,
             channel_credentials,
             insecure,

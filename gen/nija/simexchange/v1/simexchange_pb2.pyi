@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FaultMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAULT_MODE_UNSPECIFIED: _ClassVar[FaultMode]
+    FAULT_MODE_NONE: _ClassVar[FaultMode]
+    FAULT_MODE_UNAVAILABLE: _ClassVar[FaultMode]
+
 class OrderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_TYPE_UNSPECIFIED: _ClassVar[OrderType]
@@ -24,6 +30,9 @@ class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATE_PARTIALLY_FILLED: _ClassVar[OrderState]
     ORDER_STATE_FILLED: _ClassVar[OrderState]
     ORDER_STATE_CANCELLED: _ClassVar[OrderState]
+FAULT_MODE_UNSPECIFIED: FaultMode
+FAULT_MODE_NONE: FaultMode
+FAULT_MODE_UNAVAILABLE: FaultMode
 ORDER_TYPE_UNSPECIFIED: OrderType
 ORDER_TYPE_MARKET: OrderType
 ORDER_TYPE_LIMIT: OrderType
@@ -33,8 +42,22 @@ ORDER_STATE_PARTIALLY_FILLED: OrderState
 ORDER_STATE_FILLED: OrderState
 ORDER_STATE_CANCELLED: OrderState
 
+class SetFaultRequest(_message.Message):
+    __slots__ = ("broker", "mode", "latency_ms")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    mode: FaultMode
+    latency_ms: int
+    def __init__(self, broker: _Optional[str] = ..., mode: _Optional[_Union[FaultMode, str]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+
+class SetFaultResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Market(_message.Message):
-    __slots__ = ("pair", "base", "quote", "tick_size", "lot_size", "min_quantity", "min_notional")
+    __slots__ = ("pair", "base", "quote", "tick_size", "lot_size", "min_quantity", "min_notional", "withdrawal_fee")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     QUOTE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +65,7 @@ class Market(_message.Message):
     LOT_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     MIN_NOTIONAL_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWAL_FEE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     base: str
     quote: str
@@ -49,7 +73,8 @@ class Market(_message.Message):
     lot_size: str
     min_quantity: str
     min_notional: str
-    def __init__(self, pair: _Optional[str] = ..., base: _Optional[str] = ..., quote: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ...) -> None: ...
+    withdrawal_fee: str
+    def __init__(self, pair: _Optional[str] = ..., base: _Optional[str] = ..., quote: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., withdrawal_fee: _Optional[str] = ...) -> None: ...
 
 class FeeSchedule(_message.Message):
     __slots__ = ("maker", "taker")

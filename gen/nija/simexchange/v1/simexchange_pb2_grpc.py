@@ -68,6 +68,11 @@ class SimulatedExchangeServiceStub:
                 request_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.SerializeToString,
                 response_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.FromString,
                 _registered_method=True)
+        self.SetFault = channel.unary_unary(
+                '/nija.simexchange.v1.SimulatedExchangeService/SetFault',
+                request_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultRequest.SerializeToString,
+                response_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatedExchangeServiceServicer:
@@ -115,6 +120,13 @@ class SimulatedExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFault(self, request, context):
+        """Test and demo hook: make one broker's exchange misbehave (or behave again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatedExchangeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_SimulatedExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetBalances,
                     request_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.FromString,
                     response_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.SerializeToString,
+            ),
+            'SetFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFault,
+                    request_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultRequest.FromString,
+                    response_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +332,33 @@ class SimulatedExchangeService:
             '/nija.simexchange.v1.SimulatedExchangeService/GetBalances',
             nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.SerializeToString,
             nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.simexchange.v1.SimulatedExchangeService/SetFault',
+            nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultRequest.SerializeToString,
+            nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultResponse.FromString,
             options,
             channel_credentials,
             insecure,
