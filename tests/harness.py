@@ -5,7 +5,6 @@ Used by the integration tests; `tests/e2e` starts the same services as separate 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import pathlib
 import sqlite3
@@ -69,7 +68,12 @@ async def _start(module: Any, values: dict[str, str]) -> RunningServer:
     return await RunningServer(module.build_app(config), Listen(port=0)).start()
 
 
-async def start_mesh(tmp: pathlib.Path, sim: dict[str, str] | None = None, executor: dict[str, str] | None = None) -> InProcessMesh:
+async def start_mesh(
+    tmp: pathlib.Path,
+    sim: dict[str, str] | None = None,
+    executor: dict[str, str] | None = None,
+    router: dict[str, str] | None = None,
+) -> InProcessMesh:
     servers: dict[str, RunningServer] = {}
     servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", **(sim or {})})
     db = tmp / "aggregator.db"
@@ -86,13 +90,17 @@ async def start_mesh(tmp: pathlib.Path, sim: dict[str, str] | None = None, execu
                 **(executor or {}),
             },
         )
+    router_settings = router
     servers["router"] = await _start(
         router_app,
         {
             "permission_target": servers["permission"].target,
             "aggregator_target": servers["aggregator"].target,
             "executor_targets": ",".join(f"{b}={servers['executor-' + b].target}" for b in BROKERS),
-            "info_refresh_s": "0.05",
+            "info_push_interval_ms": "200",
+            # The seed's pure best-score choice, unless a test asks for load balancing.
+            "balancing": "best",
+            **(router_settings or {}),
         },
     )
     channels = [grpc.aio.insecure_channel(servers[n].target) for n in ("router", "aggregator", "simexchange")]
@@ -110,17 +118,19 @@ async def start_mesh(tmp: pathlib.Path, sim: dict[str, str] | None = None, execu
         sim=simexchange_pb2_grpc.SimulatedExchangeServiceStub(channels[2]),
         executors=executors,
     )
-    # Ready when the router holds info with quotes from every executor.
-    router = servers["router"].app
-    for _ in range(400):
-        snaps = router.directory.snapshots()
-        if len(snaps) == len(BROKERS) and all(
+    # Ready when the router holds healthy info with books from every executor.
+    directory = servers["router"].app.directory
+
+    def ready() -> bool:
+        snaps = directory.snapshots()
+        return len(snaps) == len(BROKERS) and all(
             s.healthy and s.pairs and all(q.ask_usd > 0 for q in s.pairs.values()) for s in snaps.values()
-        ):
-            return mesh
-        await asyncio.sleep(0.025)
-    await mesh.stop()
-    raise RuntimeError("mesh did not become ready")
+        )
+
+    if not await directory.wait_for(ready, 15.0):
+        await mesh.stop()
+        raise RuntimeError("mesh did not become ready")
+    return mesh
 
 
 def signal(user: str = "alice", pair: str = "BTC-USD", side: int = common_pb2.SIDE_BUY, usd: str = "250",

@@ -41,7 +41,7 @@ from services.aggregator.rules import (
     wire_decimal,
 )
 from services.domain.money import fmt, quantize_derived
-from services.domain.signal import Side, Signal
+from services.domain.signal import PARENT_KEY, Side, Signal
 from services.domain.states import IllegalTransition, Status, check_transition
 from services.runtime.errors import ServiceError, invalid, not_found, precondition
 from services.runtime.wire import SIDE_TO_PB, STATUS_FROM_PB, STATUS_TO_PB, now_pb, signal_from_pb
@@ -376,6 +376,7 @@ class Ledger:
             fees_total="0",
             time=now,
             update_id=pending_update_id(checked.signal_id),
+            parent_signal_id=checked.metadata.get(PARENT_KEY, ""),
         )
         db.execute(
             "INSERT INTO orders (user_id, signal_id, signal, pair, side, status, broker,"

@@ -12,3 +12,12 @@ import hashlib
 def client_order_id(user_id: str, signal_id: str, broker: str, leg: int) -> str:
     digest = hashlib.sha256(f"{user_id}\x1f{signal_id}\x1f{broker}\x1f{leg}".encode()).hexdigest()
     return f"nija-{digest[:30]}"
+
+
+def child_signal_id(parent_signal_id: str, broker: str) -> str:
+    """The signal id of a split order's leg on `broker`: readable, unique, within 128 characters."""
+    child = f"{parent_signal_id}.{broker}"
+    if len(child) <= 128:
+        return child
+    digest = hashlib.sha256(parent_signal_id.encode()).hexdigest()[:16]
+    return f"{parent_signal_id[:100]}.{digest}.{broker}"

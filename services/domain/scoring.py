@@ -25,14 +25,31 @@ LIQUIDITY_MULTIPLE = Decimal(2)
 NO_HISTORY_PAIR_SCORE = 50.0
 
 
+# A book side as (price, quantity) levels, best first.
+BookSide = tuple[tuple[Decimal, Decimal], ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class PairLiquidity:
     bid_usd: Decimal
     ask_usd: Decimal
+    bids: BookSide = ()
+    asks: BookSide = ()
+    # Withdrawal fee for the base asset, in base units.
+    withdrawal_fee: Decimal = Decimal(0)
 
     def for_side(self, side: Side) -> Decimal:
         # A buy takes the asks, a sell hits the bids.
         return self.ask_usd if side is Side.BUY else self.bid_usd
+
+    def levels_for(self, side: Side) -> BookSide:
+        return self.asks if side is Side.BUY else self.bids
+
+    @property
+    def mid(self) -> Decimal | None:
+        if not self.bids or not self.asks:
+            return None
+        return (self.bids[0][0] + self.asks[0][0]) / 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +59,7 @@ class BrokerSnapshot:
     broker: str
     healthy: bool
     maker_fee: Decimal
+    taker_fee: Decimal
     avg_latency_ms: float
     success_rate: float
     queue_depth: int
@@ -84,6 +102,9 @@ class Route:
     estimated_latency_ms: float
     score: float
     reason: str
+    policy: str = "score"
+    estimated_cost: Decimal | None = None
+    attempt: int = 1
 
 
 def score_broker(

@@ -36,6 +36,8 @@ MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 1024
 MAX_STRATEGY = 64
+# Metadata key carrying a split order's parent signal id on each child signal.
+PARENT_KEY = "nija.parent_signal_id"
 # Sanity bound, not a risk limit (risk limits are per user in the permission service).
 MAX_SIZE_USD = Decimal("1000000000")
 

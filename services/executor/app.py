@@ -34,8 +34,10 @@ class Config:
     aggregator_target: str = "127.0.0.1:50053"
     venue_timeout_s: float = 5.0
     ledger_timeout_s: float = 5.0
-    # How often the books behind GetExecutorInfo (liquidity, best prices) are re-read.
-    info_refresh_s: float = 1.0
+    # How often the books behind the executor info (liquidity, best prices) are re-read.
+    info_refresh_s: float = 0.5
+    # Pushed info changes are coalesced to at most one push per this interval.
+    info_min_push_s: float = 0.05
     max_queue_size: int = 1000
     concurrency: int = 16
     limit_offset_bps: Decimal = Decimal(5)
@@ -80,11 +82,12 @@ class ExecutorApp:
         self._ledger = LedgerClient(config.aggregator_target, timeout_s=config.ledger_timeout_s)
         self._venue = make_venue(config)
         self.engine = ExecutorEngine(config.broker, self._venue, self._ledger, config.execution())
+        self.servicer = ExecutorServicer(self.engine, config.info_min_push_s)
         self._health: Health | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ExecutorServicer(self.engine), server)
+        executor_pb2_grpc.add_ExecutorServiceServicer_to_server(self.servicer, server)
 
     async def start(self, health: Health) -> None:
         self._health = health

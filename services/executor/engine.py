@@ -16,6 +16,7 @@ again by submitting the same signal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,12 +32,13 @@ from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
 from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
-from services.domain.signal import ExecutionMethod, Side, Signal
+from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
 from services.domain.work_queue import PriorityWorkQueue, QueueFull
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
+    BookLevel,
     DuplicateClientOrderId,
     ExchangeUnavailable,
     FeeSchedule,
@@ -47,7 +49,6 @@ from services.executor.venues.base import (
     OrderNotFound,
     OrderReport,
     OrderRequest,
-    OrderState,
     OrderType,
     RateLimited,
     Venue,
@@ -93,6 +94,9 @@ class PairQuote:
     best_ask: Decimal
     bid_liquidity_usd: Decimal
     ask_liquidity_usd: Decimal
+    # The levels within the band, best first: what a router walks to estimate slippage.
+    bids: tuple[BookLevel, ...] = ()
+    asks: tuple[BookLevel, ...] = ()
 
 
 _NO_QUOTE = PairQuote(ZERO, ZERO, ZERO, ZERO)
@@ -110,6 +114,8 @@ class ExecutorSnapshot:
     successful_executions: int
     avg_latency_ms: float
     breaker_state: BreakerState
+    withdrawal_fees: dict[str, Decimal]
+    version: int
 
     @property
     def success_rate(self) -> float:
@@ -195,6 +201,8 @@ class ExecutorEngine:
         self._active = 0
         self._total = 0
         self._successful = 0
+        self.version = 0
+        self._changed = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -222,6 +230,32 @@ class ExecutorEngine:
     async def refresh_quotes(self) -> None:
         """Re-read every listed pair's book: best prices and visible liquidity per side."""
         await asyncio.gather(*(self._refresh_quote(pair) for pair in sorted(self._markets)))
+        self._touch()
+
+    # ---- change notification ------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        """Something a router scores on changed (queue, outcomes, quotes, breaker)."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _record_transport(self, ok: bool) -> None:
+        before = self.breaker.state
+        if ok:
+            self.breaker.record_success()
+        else:
+            self.breaker.record_failure()
+        if self.breaker.state is not before:
+            log.warning("breaker %s -> %s", before.value, self.breaker.state.value, extra={"broker": self.broker})
+            self._touch()
+
+    async def wait_changed(self, seen_version: int, timeout_s: float) -> None:
+        """Return once the version moved past `seen_version`, or after `timeout_s`."""
+        if self.version != seen_version:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
 
     async def _refresh_quote(self, pair: str) -> None:
         try:
@@ -235,11 +269,15 @@ class ExecutorEngine:
             return
         mid = (book.best_bid + book.best_ask) / 2
         band = mid * self._config.liquidity_band_bps * BPS
+        bids = tuple(lvl for lvl in book.bids if lvl.price >= mid - band)
+        asks = tuple(lvl for lvl in book.asks if lvl.price <= mid + band)
         self._quotes[pair] = PairQuote(
             best_bid=book.best_bid,
             best_ask=book.best_ask,
-            bid_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in book.bids if lvl.price >= mid - band), ZERO),
-            ask_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in book.asks if lvl.price <= mid + band), ZERO),
+            bid_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in bids), ZERO),
+            ask_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in asks), ZERO),
+            bids=bids,
+            asks=asks,
         )
 
     def snapshot(self) -> ExecutorSnapshot:
@@ -255,6 +293,8 @@ class ExecutorEngine:
             successful_executions=self._successful,
             avg_latency_ms=self._latency.value_ms,
             breaker_state=self.breaker.state,
+            withdrawal_fees={pair: m.withdrawal_fee for pair, m in self._markets.items()},
+            version=self.version,
         )
 
     # ---- admission ---------------------------------------------------------------------------
@@ -290,6 +330,7 @@ class ExecutorEngine:
         try:
             await self._emit(job, Status.QUEUED, reason=f"queued on {self.broker} (priority {priority})")
             self._queue.push(job, priority)
+            self._touch()
         except (ServiceError, QueueFull) as exc:
             self._jobs.pop(key, None)
             if isinstance(exc, QueueFull):
@@ -305,6 +346,7 @@ class ExecutorEngine:
             if job is None:
                 continue
             self._active += 1
+            self._touch()
             try:
                 await self._run(job)
             except asyncio.CancelledError:
@@ -314,6 +356,7 @@ class ExecutorEngine:
                 await self._abandon(job)
             finally:
                 self._active -= 1
+                self._touch()
                 self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
 
     async def _abandon(self, job: _Job) -> None:
@@ -415,14 +458,14 @@ class ExecutorEngine:
             try:
                 report = await self._timed(self._venue.fetch_order(account, job.signal.pair, cid))
             except ExchangeUnavailable:
-                self.breaker.record_failure()
+                self._record_transport(ok=False)
                 await self._sleep(self._config.lookup_backoff_s * (2**attempt))
                 continue
             except OrderNotFound:
                 raise _LegOutcome(
                     Status.FAILED, f"{self.broker} unavailable; order {cid} was not placed"
                 ) from None
-            self.breaker.record_success()
+            self._record_transport(ok=True)
             return report
         raise _LegOutcome(
             Status.FAILED,
@@ -489,7 +532,7 @@ class ExecutorEngine:
         try:
             result = await self._timed(call)
         except ExchangeUnavailable as exc:
-            self.breaker.record_failure()
+            self._record_transport(ok=False)
             raise _Ambiguous(f"{what}: {exc}") from exc
         except OrderNotFound as exc:
             raise _LegOutcome(Status.FAILED, f"{what}: order not found on {self.broker}") from exc
@@ -499,7 +542,7 @@ class ExecutorEngine:
             raise
         except RateLimited as exc:
             raise _LegOutcome(Status.FAILED, f"{self.broker} rate limited: {exc}") from exc
-        self.breaker.record_success()
+        self._record_transport(ok=True)
         return result
 
     async def _emit(
@@ -524,6 +567,7 @@ class ExecutorEngine:
             venue_order_id=job.venue_order_id,
             time=now_pb(),
             update_id=f"{signal.signal_id}:{self.broker}:{job.events}:{status.value}",
+            parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
             fills=[_fill_pb(f) for f in fills or ()],
         )
         stored = await self._ledger.record(update)

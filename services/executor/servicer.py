@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import grpc
 from nija.common.v1 import common_pb2
@@ -11,7 +13,7 @@ from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from services.domain.breaker import BreakerState
 from services.domain.money import fmt
 from services.domain.signal import execution_method, priority
-from services.executor.engine import ExecutorEngine
+from services.executor.engine import ExecutorEngine, ExecutorSnapshot
 from services.runtime.errors import invalid, stream, unary
 from services.runtime.wire import METHOD_FROM_PB, signal_from_pb
 
@@ -23,8 +25,12 @@ BREAKER_TO_PB = {
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, engine: ExecutorEngine) -> None:
+    def __init__(self, engine: ExecutorEngine, min_push_s: float = 0.05, max_push_interval_ms: int = 1000) -> None:
         self._engine = engine
+        self._min_push_s = min_push_s
+        self._max_push_interval_ms = max_push_interval_ms
+        # Info requests served (GetExecutorInfo calls and WatchExecutorInfo streams opened).
+        self.info_calls = 0
 
     @stream
     async def Execute(
@@ -45,29 +51,49 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def GetExecutorInfo(
         self, request: executor_pb2.GetExecutorInfoRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.GetExecutorInfoResponse:
-        snap = self._engine.snapshot()
-        return executor_pb2.GetExecutorInfoResponse(
-            info=executor_pb2.ExecutorInfo(
-                broker=snap.broker,
-                maker_fee=fmt(snap.fees.maker),
-                taker_fee=fmt(snap.fees.taker),
-                pairs=[
-                    executor_pb2.PairInfo(
-                        pair=pair,
-                        best_bid=fmt(q.best_bid),
-                        best_ask=fmt(q.best_ask),
-                        bid_liquidity_usd=fmt(q.bid_liquidity_usd),
-                        ask_liquidity_usd=fmt(q.ask_liquidity_usd),
-                    )
-                    for pair, q in sorted(snap.pairs.items())
-                ],
-                queue_depth=snap.queue_depth,
-                max_queue_size=snap.max_queue_size,
-                active_executions=snap.active_executions,
-                total_executions=snap.total_executions,
-                successful_executions=snap.successful_executions,
-                success_rate=snap.success_rate,
-                avg_latency_ms=snap.avg_latency_ms,
-                breaker_state=BREAKER_TO_PB[snap.breaker_state],
+        self.info_calls += 1
+        return executor_pb2.GetExecutorInfoResponse(info=info_pb(self._engine.snapshot()))
+
+    @stream
+    async def WatchExecutorInfo(
+        self, request: executor_pb2.WatchExecutorInfoRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_pb2.WatchExecutorInfoResponse]:
+        """Push the info when it changes, at most every `min_push_s`, at least every max interval."""
+        self.info_calls += 1
+        max_interval_s = (request.max_interval_ms or self._max_push_interval_ms) / 1000.0
+        while True:
+            snap = self._engine.snapshot()
+            yield executor_pb2.WatchExecutorInfoResponse(info=info_pb(snap))
+            # Coalesce bursts (every admission changes the queue depth) into one push per interval.
+            await asyncio.sleep(self._min_push_s)
+            await self._engine.wait_changed(snap.version, max_interval_s)
+
+
+def info_pb(snap: ExecutorSnapshot) -> executor_pb2.ExecutorInfo:
+    return executor_pb2.ExecutorInfo(
+        broker=snap.broker,
+        maker_fee=fmt(snap.fees.maker),
+        taker_fee=fmt(snap.fees.taker),
+        pairs=[
+            executor_pb2.PairInfo(
+                pair=pair,
+                best_bid=fmt(q.best_bid),
+                best_ask=fmt(q.best_ask),
+                bid_liquidity_usd=fmt(q.bid_liquidity_usd),
+                ask_liquidity_usd=fmt(q.ask_liquidity_usd),
+                bids=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in q.bids],
+                asks=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in q.asks],
+                withdrawal_fee=fmt(snap.withdrawal_fees.get(pair, Decimal(0))),
             )
-        )
+            for pair, q in sorted(snap.pairs.items())
+        ],
+        queue_depth=snap.queue_depth,
+        max_queue_size=snap.max_queue_size,
+        active_executions=snap.active_executions,
+        total_executions=snap.total_executions,
+        successful_executions=snap.successful_executions,
+        success_rate=snap.success_rate,
+        avg_latency_ms=snap.avg_latency_ms,
+        breaker_state=BREAKER_TO_PB[snap.breaker_state],
+        version=snap.version,
+    )

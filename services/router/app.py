@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+from decimal import Decimal
 
 import grpc
 from nija.router.v1 import router_pb2_grpc
 
 from services.aggregator.client import LedgerClient
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.domain.routing import Balancing, BalancingConfig
 from services.router.directory import ExecutorDirectory
 from services.router.engine import RouterEngine, RoutingConfig
 from services.router.servicer import RouterServicer
@@ -30,10 +33,18 @@ class Config:
     aggregator_target: str = f"127.0.0.1:{DEFAULT_PORTS['aggregator']}"
     # "broker=host:port,..."
     executor_targets: str = _DEFAULT_EXECUTORS
-    info_refresh_s: float = 0.5
-    info_stale_after_s: float = 5.0
+    # Executors push their info at least this often; info older than the stale bound excludes them.
+    info_push_interval_ms: int = 500
+    info_stale_after_s: float = 3.0
     rpc_timeout_s: float = 5.0
     execute_timeout_s: float = 600.0
+    max_attempts: int = 3
+    # Near-equal brokers share the flow: best | score_weighted | least_loaded.
+    balancing: str = "score_weighted"
+    balancing_margin: float = 2.0
+    min_split_leg_usd: Decimal = Decimal(10)
+    # Seed of the load balancer's random choice (None: a fresh one each start).
+    seed: int | None = None
 
     def executors(self) -> dict[str, str]:
         out = {}
@@ -46,6 +57,17 @@ class Config:
 
     def __post_init__(self) -> None:
         self.executors()
+        if self.balancing not in {b.value for b in Balancing}:
+            raise ConfigError(f"balancing must be one of {[b.value for b in Balancing]}, got {self.balancing!r}")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+
+    def routing(self) -> RoutingConfig:
+        return RoutingConfig(
+            execute_timeout_s=self.execute_timeout_s,
+            max_attempts=self.max_attempts,
+            balancing=BalancingConfig(Balancing(self.balancing), self.balancing_margin, self.min_split_leg_usd),
+        )
 
 
 class RouterApp:
@@ -57,12 +79,11 @@ class RouterApp:
         self.ledger = LedgerClient(config.aggregator_target, timeout_s=config.rpc_timeout_s)
         self.directory = ExecutorDirectory(
             config.executors(),
-            refresh_s=config.info_refresh_s,
             stale_after_s=config.info_stale_after_s,
-            timeout_s=config.rpc_timeout_s,
+            push_interval_ms=config.info_push_interval_ms,
         )
         self.engine = RouterEngine(
-            self.permission, self.ledger, self.directory, RoutingConfig(config.execute_timeout_s)
+            self.permission, self.ledger, self.directory, config.routing(), rng=random.Random(config.seed)
         )
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -4,21 +4,27 @@
   2. the pair must be listed by some executor   -> NOT_FOUND (UNKNOWN_PAIR)
   3. ask the permission service                 -> NOT_FOUND user / FAILED_PRECONDITION disabled /
                                                    PERMISSION_DENIED (pair, size, brokers)
-  4. score the user's brokers from cached executor info (no RPC per signal)
+  4. plan the route from pushed executor info (services.domain.routing; no RPC per signal)
                                                 -> FAILED_PRECONDITION (NO_ELIGIBLE_BROKER)
   5. claim the signal in the ledger (PENDING); a signal_id seen before streams the first
      submission's updates from the ledger instead of placing anything
-  6. ROUTING (persisted), then the best executor's stream, relayed; if an executor refuses
-     before taking the order, the next-best broker is tried (ROUTING again)
+  6. ROUTING (persisted), then the executor's stream, relayed; an executor that refuses before
+     taking the order is replaced by the next route (ROUTING again, up to `max_attempts`);
+     once an executor has the order, it is never re-routed
+  6'. a split plan: one child signal per venue, each its own ledger order and executor stream,
+     relayed as they come, with the parent's aggregate recorded alongside
 Nothing is written before step 5, so a refused signal leaves no trace. Every update reaches the
 caller only after the aggregator persisted it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import random
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import grpc
 from nija.common.v1 import common_pb2
@@ -26,15 +32,31 @@ from nija.executor.v1 import executor_pb2
 from nija.permission.v1 import permission_pb2
 
 from services.aggregator.client import LedgerClient
-from services.domain.money import fmt
+from services.domain.ids import child_signal_id
+from services.domain.money import ZERO, fmt
 from services.domain.performance import PairPerformance
-from services.domain.scoring import Route, rank_brokers, route_for
-from services.domain.signal import Signal
+from services.domain.routing import (
+    BalancingConfig,
+    Policy,
+    RoutePlan,
+    RoutingChoices,
+    leg_route,
+    plan_route,
+)
+from services.domain.scoring import Route
+from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.router.directory import ExecutorDirectory
 from services.router.upstreams import PermissionClient
-from services.runtime.errors import ServiceError, not_found, precondition, reason_of
-from services.runtime.wire import METHOD_TO_PB, SIDE_TO_PB, STATUS_FROM_PB, STATUS_TO_PB, now_pb, signal_from_pb
+from services.runtime.errors import ServiceError, invalid, not_found, precondition, reason_of
+from services.runtime.wire import (
+    METHOD_TO_PB,
+    SIDE_TO_PB,
+    STATUS_FROM_PB,
+    STATUS_TO_PB,
+    now_pb,
+    signal_from_pb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +74,31 @@ _DENIAL_STATUS = {
     permission_pb2.DENIAL_CODE_NO_ALLOWED_BROKER: (grpc.StatusCode.PERMISSION_DENIED, "NO_ALLOWED_BROKER"),
 }
 
+POLICY_FROM_PB = {
+    common_pb2.ROUTING_POLICY_SCORE: Policy.SCORE,
+    common_pb2.ROUTING_POLICY_COST: Policy.COST,
+}
+POLICY_TO_PB = {v: k for k, v in POLICY_FROM_PB.items()}
+MAX_SLIPPAGE_BPS = 10_000
+
 
 @dataclasses.dataclass(frozen=True)
 class RoutingConfig:
     # Longest an order's stream may run when the caller set no deadline (limit orders, TWAP).
     execute_timeout_s: float = 600.0
+    # Routes tried for one signal when executors refuse it before taking it.
+    max_attempts: int = 3
+    balancing: BalancingConfig = BalancingConfig()
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A validated, permitted signal and its route plan."""
+
+    signal: Signal
+    pb: common_pb2.TradeSignal
+    choices: RoutingChoices
+    plan: RoutePlan
 
 
 class RouterEngine:
@@ -67,17 +109,21 @@ class RouterEngine:
         directory: ExecutorDirectory,
         config: RoutingConfig,
         performance: PairPerformance | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._permission = permission
         self._ledger = ledger
         self._directory = directory
         self._config = config
         self.performance = performance or PairPerformance()
+        self._rng = rng or random.Random()
 
-    async def submit(
-        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None = None
-    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+    # ---- decide --------------------------------------------------------------------------------
+
+    async def prepare(self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None) -> Prepared:
+        """Steps 1-4: everything short of writing or sending anything."""
         signal = signal_from_pb(pb_signal)
+        options = _routing_options(pb_signal.routing)
         snapshots = self._directory.snapshots()
         if not snapshots:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "NO_EXECUTORS", "no executor has reported yet")
@@ -86,17 +132,34 @@ class RouterEngine:
 
         decision = await self._permission.check(signal, time_remaining)
         if not decision.allowed:
-            code, reason = _DENIAL_STATUS.get(
-                decision.denial_code, (grpc.StatusCode.PERMISSION_DENIED, "DENIED")
-            )
+            code, reason = _DENIAL_STATUS.get(decision.denial_code, (grpc.StatusCode.PERMISSION_DENIED, "DENIED"))
             raise ServiceError(code, reason, decision.reason)
-
-        ranked, excluded = rank_brokers(
-            signal, decision.allowed_brokers, snapshots, self.performance.success_rate
+        prefs = decision.preferences
+        choices = RoutingChoices(
+            policy=options.policy or POLICY_FROM_PB.get(prefs.routing_policy, Policy.SCORE),
+            allow_split=options.allow_split,
+            include_withdrawal=options.include_withdrawal,
+            max_slippage_bps=options.max_slippage_bps or prefs.max_slippage_bps,
+            preferred=tuple(prefs.preferred_brokers),
         )
-        if not ranked:
-            why = "; ".join(f"{e.broker}: {e.reason}" for e in excluded) or "no brokers allowed"
-            raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({why})")
+        plan = plan_route(
+            signal, decision.allowed_brokers, snapshots, self.performance.success_rate,
+            choices, self._config.balancing, self._rng,
+        )
+        return Prepared(signal, pb_signal, choices, plan)
+
+    async def quote(self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None) -> Prepared:
+        return await self.prepare(pb_signal, time_remaining)
+
+    # ---- submit --------------------------------------------------------------------------------
+
+    async def submit(
+        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None = None
+    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        prepared = await self.prepare(pb_signal, time_remaining)
+        signal, plan = prepared.signal, prepared.plan
+        if not plan.routable:
+            raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({plan.why_not()})")
 
         # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
         stream_timeout = time_remaining or self._config.execute_timeout_s
@@ -108,15 +171,30 @@ class RouterEngine:
             return
         yield created.update
 
+        if plan.split is not None:
+            async for update in self._run_split(prepared, stream_timeout):
+                yield update
+            return
+        async for update in self._run_routes(signal, pb_signal, plan.routes, stream_timeout):
+            yield update
+
+    async def _run_routes(
+        self,
+        signal: Signal,
+        pb_signal: common_pb2.TradeSignal,
+        routes: list[Route],
+        stream_timeout: float,
+        route_pb_override: common_pb2.RouteDecision | None = None,
+    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         refusals: list[str] = []
-        for attempt, score in enumerate(ranked, start=1):
-            route = route_for(signal, score)
-            routing = await self._ledger.record(self._routing_update(signal, route, attempt))
+        for route in routes[: self._config.max_attempts]:
+            route_msg = route_pb_override or route_pb(route)
+            routing = await self._ledger.record(self._routing_update(signal, route.broker, route_msg))
             yield routing
             outcome = None
             last_sequence = routing.sequence
             try:
-                async for update in self._execute(pb_signal, route, stream_timeout):
+                async for update in self._execute(pb_signal, route_msg, stream_timeout):
                     last_sequence = update.sequence
                     yield update
                     status = STATUS_FROM_PB.get(update.status)
@@ -128,35 +206,125 @@ class RouterEngine:
             except grpc.aio.AioRpcError as exc:
                 if last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION:
                     refusals.append(f"{route.broker}: {exc.details()} ({reason_of(exc) or exc.code().name})")
-                    log.warning("executor refused, trying the next broker", extra={"broker": route.broker, "code": exc.code().name})
+                    log.warning("executor refused, trying the next broker",
+                                extra={"broker": route.broker, "code": exc.code().name})
                     continue
-                log.warning("executor stream broke; following the ledger", extra={"broker": route.broker, "code": exc.code().name})
+                log.warning("executor stream broke; following the ledger",
+                            extra={"broker": route.broker, "code": exc.code().name})
             # The executor took the order but its stream ended early: the order goes on without
             # us, so the rest of its updates come from the ledger.
-            async for update in self._ledger.watch_signal(
-                signal.user_id, signal.signal_id, last_sequence, stream_timeout
-            ):
+            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, last_sequence, stream_timeout):
                 yield update
             return
-
-        failed = await self._ledger.record(
-            self._update(signal, Status.FAILED, f"no executor accepted the order: {'; '.join(refusals)}", "failed:1")
+        yield await self._ledger.record(
+            self._update(signal, Status.FAILED, f"no executor accepted the order: {'; '.join(refusals)}", "failed")
         )
-        yield failed
 
     async def _execute(
-        self, pb_signal: common_pb2.TradeSignal, route: Route, timeout_s: float
+        self, pb_signal: common_pb2.TradeSignal, route: common_pb2.RouteDecision, timeout_s: float
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         call = self._directory.stub(route.broker).Execute(
-            executor_pb2.ExecuteRequest(signal=pb_signal, route=route_pb(route)), timeout=timeout_s
+            executor_pb2.ExecuteRequest(signal=pb_signal, route=route), timeout=timeout_s
         )
         async for response in call:
             yield response.update
 
-    def _routing_update(self, signal: Signal, route: Route, attempt: int) -> common_pb2.ExecutionUpdate:
-        update = self._update(signal, Status.ROUTING, route.reason, f"routing:{attempt}")
-        update.broker = route.broker
-        update.route.CopyFrom(route_pb(route))
+    # ---- split ---------------------------------------------------------------------------------
+
+    async def _run_split(self, prepared: Prepared, stream_timeout: float) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        signal, split = prepared.signal, prepared.plan.split
+        assert split is not None
+        legs = []
+        for broker, usd in sorted(split.legs.items()):
+            legs.append((broker, usd, child_signal_id(signal.signal_id, broker)))
+        cheapest_single = min((q.cost.total_usd for q in prepared.plan.quotes if q.eligible and q.cost), default=None)
+        parent_route = common_pb2.RouteDecision(
+            broker="split",
+            execution_method=METHOD_TO_PB[prepared.plan.routes[0].method] if prepared.plan.routes else 0,
+            priority=prepared.plan.routes[0].priority if prepared.plan.routes else 0,
+            estimated_fees=fmt(sum((c.fee_usd for c in split.costs.values()), ZERO)),
+            estimated_cost=fmt(split.total_cost_usd),
+            policy=POLICY_TO_PB[prepared.choices.policy],
+            legs=[common_pb2.SplitLeg(broker=b, size_usd=fmt(u), child_signal_id=c) for b, u, c in legs],
+            reason=(
+                f"split across {', '.join(b for b, _, _ in legs)}: all-in ${split.total_cost_usd:.2f}"
+                + (f" vs ${cheapest_single:.2f} on the cheapest single venue" if cheapest_single is not None
+                   else " (no single venue can take it)")
+            ),
+            attempt=1,
+        )
+        yield await self._ledger.record(self._routing_update(signal, "split", parent_route))
+
+        merged: asyncio.Queue[common_pb2.ExecutionUpdate | None] = asyncio.Queue()
+
+        async def run_leg(broker: str, usd: Decimal, child_id: str) -> None:
+            try:
+                async for update in self._run_child(prepared, broker, usd, child_id, stream_timeout):
+                    await merged.put(update)
+            finally:
+                await merged.put(None)
+
+        tasks = [asyncio.create_task(run_leg(*leg)) for leg in legs]
+        parent = _ParentProgress(signal, len(legs))
+        try:
+            running = len(tasks)
+            while running:
+                update = await merged.get()
+                if update is None:
+                    running -= 1
+                    continue
+                yield update
+                for status, reason in parent.absorb(update):
+                    yield await self._ledger.record(self._aggregate_update(signal, parent, status, reason))
+            if not parent.terminal:
+                status, reason = parent.finish()
+                yield await self._ledger.record(self._aggregate_update(signal, parent, status, reason))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _run_child(
+        self, prepared: Prepared, broker: str, usd: Decimal, child_id: str, stream_timeout: float
+    ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        signal = prepared.signal
+        child_pb = common_pb2.TradeSignal()
+        child_pb.CopyFrom(prepared.pb)
+        child_pb.signal_id = child_id
+        child_pb.size_usd = fmt(usd)
+        child_pb.ClearField("routing")
+        child_pb.metadata[PARENT_KEY] = signal.signal_id
+        child = dataclasses.replace(signal, signal_id=child_id, size_usd=usd)
+        created = await self._ledger.create_order(child_pb, stream_timeout)
+        if not created.created:
+            async for update in self._ledger.watch_signal(child.user_id, child_id, 0, stream_timeout):
+                yield update
+            return
+        yield created.update
+        cost = prepared.plan.split.costs[broker]  # type: ignore[union-attr]
+        route = leg_route(child, broker, usd, cost, prepared.choices.policy)
+        async for update in self._run_routes(child, child_pb, [route], stream_timeout):
+            yield update
+
+    def _aggregate_update(
+        self, signal: Signal, parent: "_ParentProgress", status: Status, reason: str
+    ) -> common_pb2.ExecutionUpdate:
+        parent.events += 1
+        update = self._update(signal, status, reason, f"split:{parent.events}")
+        update.broker = "split"
+        update.filled_quantity = fmt(parent.quantity)
+        update.filled_notional = fmt(parent.notional)
+        update.fees_total = fmt(parent.fees)
+        update.average_price = fmt((parent.notional / parent.quantity).quantize(Decimal("1e-12"))) if parent.quantity else "0"
+        return update
+
+    # ---- updates -------------------------------------------------------------------------------
+
+    def _routing_update(
+        self, signal: Signal, broker: str, route: common_pb2.RouteDecision
+    ) -> common_pb2.ExecutionUpdate:
+        update = self._update(signal, Status.ROUTING, route.reason, f"routing:{route.attempt}")
+        update.broker = broker
+        update.route.CopyFrom(route)
         return update
 
     @staticmethod
@@ -170,7 +338,79 @@ class RouterEngine:
             reason=reason,
             time=now_pb(),
             update_id=f"{signal.signal_id}:{suffix}",
+            parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
         )
+
+
+class _ParentProgress:
+    """A split order's aggregate: the children's figures summed, and the parent's status."""
+
+    _ORDER = [Status.ROUTING, Status.QUEUED, Status.EXECUTING, Status.PARTIAL_FILL]
+
+    def __init__(self, signal: Signal, children: int) -> None:
+        self.signal = signal
+        self.children = children
+        self.status = Status.ROUTING
+        self.latest: dict[str, common_pb2.ExecutionUpdate] = {}
+        self.events = 0
+        self.terminal = False
+
+    @property
+    def quantity(self) -> Decimal:
+        return sum((Decimal(u.filled_quantity or "0") for u in self.latest.values()), ZERO)
+
+    @property
+    def notional(self) -> Decimal:
+        return sum((Decimal(u.filled_notional or "0") for u in self.latest.values()), ZERO)
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((Decimal(u.fees_total or "0") for u in self.latest.values()), ZERO)
+
+    def absorb(self, child: common_pb2.ExecutionUpdate) -> list[tuple[Status, str]]:
+        """The parent updates this child update calls for. Every child passes QUEUED and
+        EXECUTING before its first fill, so the parent moves through them in order too."""
+        self.latest[child.signal_id] = child
+        status = STATUS_FROM_PB[child.status]
+        out: list[tuple[Status, str]] = []
+        if child.fills:
+            self.status = Status.PARTIAL_FILL
+            out.append((Status.PARTIAL_FILL, f"{child.signal_id}: {status.value}"))
+        elif status in self._ORDER and self._ORDER.index(status) > self._ORDER.index(self.status):
+            self.status = status
+            out.append((status, f"{child.signal_id}: {status.value}"))
+        if sum(STATUS_FROM_PB[u.status].terminal for u in self.latest.values()) == self.children:
+            out.append(self.finish())
+        return out
+
+    def finish(self) -> tuple[Status, str]:
+        self.terminal = True
+        statuses = [STATUS_FROM_PB[u.status] for u in self.latest.values()]
+        if len(statuses) == self.children and all(s is Status.FILLED for s in statuses):
+            return Status.FILLED, f"all {self.children} legs filled"
+        summary = ", ".join(f"{u.signal_id}: {STATUS_FROM_PB[u.status].value}" for u in self.latest.values())
+        if self.quantity > 0:
+            return Status.CANCELLED, f"split partly filled ({summary})"
+        if statuses and all(s is Status.REJECTED for s in statuses) and self.status is not Status.PARTIAL_FILL:
+            return Status.REJECTED, f"every leg rejected ({summary})"
+        return Status.FAILED, f"no leg filled ({summary})"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    policy: Policy | None
+    allow_split: bool
+    include_withdrawal: bool
+    max_slippage_bps: int
+
+
+def _routing_options(pb: common_pb2.RoutingOptions) -> _Options:
+    if pb.policy not in (common_pb2.ROUTING_POLICY_UNSPECIFIED, *POLICY_FROM_PB):
+        raise invalid("BAD_ROUTING_POLICY", "routing.policy must be SCORE or COST", field="routing.policy")
+    if pb.max_slippage_bps > MAX_SLIPPAGE_BPS:
+        raise invalid("BAD_MAX_SLIPPAGE_BPS", f"routing.max_slippage_bps must be at most {MAX_SLIPPAGE_BPS}",
+                      field="routing.max_slippage_bps")
+    return _Options(POLICY_FROM_PB.get(pb.policy), pb.allow_split, pb.include_withdrawal, pb.max_slippage_bps)
 
 
 def route_pb(route: Route) -> common_pb2.RouteDecision:
@@ -182,4 +422,7 @@ def route_pb(route: Route) -> common_pb2.RouteDecision:
         estimated_latency_ms=route.estimated_latency_ms,
         score=route.score,
         reason=route.reason,
+        policy=POLICY_TO_PB[Policy(route.policy)],
+        estimated_cost=fmt(route.estimated_cost) if route.estimated_cost is not None else "",
+        attempt=route.attempt,
     )

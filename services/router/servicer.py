@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
-from services.router.engine import RouterEngine
-from services.runtime.errors import invalid, stream
+from services.domain.money import fmt
+from services.domain.routing import BrokerQuote
+from services.router.engine import POLICY_TO_PB, RouterEngine, route_pb
+from services.runtime.errors import invalid, stream, unary
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -23,3 +26,53 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
         async for update in self._engine.submit(request.signal, context.time_remaining()):
             yield router_pb2.SubmitSignalResponse(update=update)
+
+    @unary
+    async def QuoteRoute(
+        self, request: router_pb2.QuoteRouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.QuoteRouteResponse:
+        if not request.HasField("signal"):
+            raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
+        prepared = await self._engine.quote(request.signal, context.time_remaining())
+        plan = prepared.plan
+        response = router_pb2.QuoteRouteResponse(
+            routable=plan.routable, brokers=[_quote_pb(q) for q in plan.quotes]
+        )
+        if plan.split is not None:
+            split = plan.split
+            response.route.broker = "split"
+            response.route.policy = POLICY_TO_PB[prepared.choices.policy]
+            response.route.estimated_cost = fmt(split.total_cost_usd)
+            response.route.estimated_fees = fmt(sum((c.fee_usd for c in split.costs.values()), Decimal(0)))
+            for broker, usd in sorted(split.legs.items()):
+                response.route.legs.add(broker=broker, size_usd=fmt(usd))
+            response.route.reason = f"split across {', '.join(sorted(split.legs))}"
+        elif plan.routes:
+            response.route.CopyFrom(route_pb(plan.routes[0]))
+        else:
+            response.reason = f"no broker can take {prepared.signal.pair} now ({plan.why_not()})"
+        return response
+
+
+def _quote_pb(quote: BrokerQuote) -> router_pb2.BrokerQuote:
+    pb = router_pb2.BrokerQuote(
+        broker=quote.broker,
+        eligible=quote.eligible,
+        exclusion=quote.exclusion,
+        liquidity_usd=fmt(quote.liquidity_usd.quantize(Decimal("0.01"))),
+    )
+    if quote.score is not None:
+        s = quote.score
+        pb.score.CopyFrom(router_pb2.ScoreBreakdown(
+            fee=s.fee_score, latency=s.latency_score, success=s.success_score,
+            load=s.load_score, pair=s.pair_score, total=s.total,
+        ))
+    if quote.cost is not None:
+        c = quote.cost
+        pb.cost.CopyFrom(router_pb2.CostEstimate(
+            fee_usd=fmt(c.fee_usd), slippage_usd=fmt(c.slippage_usd), withdrawal_usd=fmt(c.withdrawal_usd),
+            total_usd=fmt(c.total_usd), expected_price=fmt(c.expected_price), slippage_bps=c.slippage_bps,
+        ))
+    return pb
+
+

@@ -18,6 +18,7 @@ def snap(broker, maker="0.001", latency=0.0, success=1.0, depth=0, max_queue=100
         broker=broker,
         healthy=healthy,
         maker_fee=Decimal(maker),
+        taker_fee=Decimal(maker) * 2,
         avg_latency_ms=latency,
         success_rate=success,
         queue_depth=depth,
@@ -30,20 +31,42 @@ def signal(size="250", kind=SignalType.ENTRY, side=Side.BUY, pair="BTC-USD"):
     return Signal("s1", "alice", pair, side, Decimal(size), kind)
 
 
-def test_seed_formula_exactly():
-    score = score_broker(snap("kraken", maker="0.0016", latency=120.0, success=0.95, depth=250, max_queue=1000), 0.8)
-    assert score.fee_score == pytest.approx(84.0)
-    assert score.latency_score == pytest.approx(88.0)
-    assert score.success_score == pytest.approx(95.0)
-    assert score.load_score == pytest.approx(75.0)
-    assert score.pair_score == pytest.approx(80.0)
-    assert score.total == pytest.approx(0.30 * 84 + 0.20 * 88 + 0.25 * 95 + 0.15 * 75 + 0.10 * 80)
+# (maker fee, avg latency ms, success rate, queue depth, max queue, pair success rate)
+#   -> (fee, latency, success, load, pair, total), computed by hand from the seed's formula.
+SEED_CASES = [
+    (("0.001", 0.0, 1.0, 0, 1000, None), (90, 100, 100, 100, 50, 92.0)),
+    (("0.0016", 120.0, 0.95, 250, 1000, 0.8), (84, 88, 95, 75, 80, 85.8)),
+    (("0.006", 500.0, 0.5, 1000, 1000, 0.0), (40, 50, 50, 0, 0, 34.5)),
+    (("0.02", 2000.0, 0.0, 2000, 1000, 1.0), (0, 0, 0, 0, 100, 10.0)),
+    (("0.0015", 35.5, 0.999, 10, 100, None), (85, 96.45, 99.9, 90, 50, 88.265)),
+]
 
 
-def test_scores_floor_at_zero_and_pair_defaults_to_50():
-    score = score_broker(snap("x", maker="0.02", latency=5000.0, depth=5000, max_queue=1000), None)
-    assert (score.fee_score, score.latency_score, score.load_score) == (0.0, 0.0, 0.0)
-    assert score.pair_score == 50.0
+@pytest.mark.parametrize("inputs,expected", SEED_CASES)
+def test_seed_formula_on_hand_computed_cases(inputs, expected):
+    maker, latency, success, depth, max_queue, pair_rate = inputs
+    score = score_broker(snap("x", maker=maker, latency=latency, success=success, depth=depth, max_queue=max_queue), pair_rate)
+    got = (score.fee_score, score.latency_score, score.success_score, score.load_score, score.pair_score, score.total)
+    assert got == pytest.approx(expected)
+
+
+def test_ties_go_to_the_broker_name_that_sorts_first():
+    snaps = {b: snap(b) for b in ("kraken", "alpaca", "binance")}
+    ranked, _ = rank_brokers(signal(), snaps, snaps, lambda b, p: None)
+    assert [s.broker for s in ranked] == ["alpaca", "binance", "kraken"]
+    assert len({s.total for s in ranked}) == 1
+
+
+@pytest.mark.parametrize(
+    "ask_liquidity,eligible",
+    [("500", True), ("499.99", False), ("500.01", True), ("0", False)],
+)
+def test_liquidity_edge_is_exactly_twice_the_order_size(ask_liquidity, eligible):
+    book = {"BTC-USD": PairLiquidity(bid_usd=Decimal(0), ask_usd=Decimal(ask_liquidity))}
+    snaps = {"binance": snap("binance", pairs=book)}
+    ranked, excluded = rank_brokers(signal(size="250"), ["binance"], snaps, lambda b, p: None)
+    assert (len(ranked) == 1) is eligible
+    assert (len(excluded) == 1) is not eligible
 
 
 def test_lowest_fee_wins_when_everything_else_is_equal():
