@@ -28,12 +28,13 @@ TERMINAL = frozenset({Status.FILLED, Status.REJECTED, Status.FAILED, Status.CANC
 
 _ENDINGS = {Status.REJECTED, Status.FAILED, Status.CANCELLED}
 
-# (from) -> set of (to). ROUTING -> ROUTING is a failover to another broker; EXECUTING after
+# (from) -> set of (to). ROUTING -> ROUTING is a failover to another broker, and so is
+# QUEUED -> ROUTING (an executor handed the order back before sending anything); EXECUTING after
 # PARTIAL_FILL is the next slice of a TWAP; PARTIAL_FILL -> PARTIAL_FILL is another fill.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.ROUTING} | _ENDINGS),
     Status.ROUTING: frozenset({Status.ROUTING, Status.QUEUED} | _ENDINGS),
-    Status.QUEUED: frozenset({Status.EXECUTING} | _ENDINGS),
+    Status.QUEUED: frozenset({Status.EXECUTING, Status.ROUTING} | _ENDINGS),
     Status.EXECUTING: frozenset({Status.EXECUTING, Status.PARTIAL_FILL, Status.FILLED} | _ENDINGS),
     Status.PARTIAL_FILL: frozenset(
         {Status.PARTIAL_FILL, Status.EXECUTING, Status.FILLED, Status.FAILED, Status.CANCELLED}

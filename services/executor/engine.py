@@ -142,6 +142,8 @@ class _Job:
         self.seen_trades: set[str] = set()
         self.client_order_id = ""
         self.venue_order_id = ""
+        self.released = ""
+        self.status = Status.PENDING
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -153,12 +155,21 @@ class _Job:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def release(self, reason: str) -> None:
+        """Hand the order back untouched: nothing was sent to the exchange, so the router may
+        route it elsewhere. Followers get UNAVAILABLE with reason NOT_SENT."""
+        self.released = reason
+        self.done = True
+        self.publish_nothing()
+
     async def follow(self) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         index = 0
         while True:
             while index < len(self.updates):
                 yield self.updates[index]
                 index += 1
+            if self.released:
+                raise ServiceError(grpc.StatusCode.UNAVAILABLE, "NOT_SENT", self.released)
             if self.done:
                 return
             await self._changed.wait()
@@ -348,6 +359,9 @@ class ExecutorEngine:
             self._active += 1
             self._touch()
             try:
+                if not self.breaker.allow():
+                    job.release(f"{self.broker} circuit breaker is {self.breaker.state.value}")
+                    continue
                 await self._run(job)
             except asyncio.CancelledError:
                 raise
@@ -392,6 +406,10 @@ class ExecutorEngine:
                 status = Status.CANCELLED
             await self._finish(job, status, outcome.reason)
         except _Ambiguous as exc:
+            if job.status is Status.QUEUED:
+                # Nothing has been sent for this order yet: another broker can take it.
+                job.release(f"{self.broker} unavailable before the order was sent: {exc}")
+                return
             await self._finish(job, Status.FAILED, f"{self.broker} unavailable: {exc}")
 
     def _plan_legs(self, job: _Job) -> list[Decimal]:
@@ -571,6 +589,7 @@ class ExecutorEngine:
             fills=[_fill_pb(f) for f in fills or ()],
         )
         stored = await self._ledger.record(update)
+        job.status = status
         job.publish(stored, terminal=status.terminal)
         return stored
 

@@ -8,9 +8,9 @@
                                                 -> FAILED_PRECONDITION (NO_ELIGIBLE_BROKER)
   5. claim the signal in the ledger (PENDING); a signal_id seen before streams the first
      submission's updates from the ledger instead of placing anything
-  6. ROUTING (persisted), then the executor's stream, relayed; an executor that refuses before
-     taking the order is replaced by the next route (ROUTING again, up to `max_attempts`);
-     once an executor has the order, it is never re-routed
+  6. ROUTING (persisted), then the executor's stream, relayed; an executor that refuses the
+     order, or hands it back before sending anything to its exchange (NOT_SENT), is replaced by
+     the next route (ROUTING again, up to `max_attempts`); once anything was sent, never
   6'. a split plan: one child signal per venue, each its own ledger order and executor stream,
      relayed as they come, with the parent's aggregate recorded alongside
 Nothing is written before step 5, so a refused signal leaves no trace. Every update reaches the
@@ -204,7 +204,8 @@ class RouterEngine:
                     self.performance.record(route.broker, signal.pair, outcome is Status.FILLED)
                     return
             except grpc.aio.AioRpcError as exc:
-                if last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION:
+                handed_back = reason_of(exc) == "NOT_SENT"
+                if handed_back or (last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION):
                     refusals.append(f"{route.broker}: {exc.details()} ({reason_of(exc) or exc.code().name})")
                     log.warning("executor refused, trying the next broker",
                                 extra={"broker": route.broker, "code": exc.code().name})

@@ -236,8 +236,13 @@ async def test_five_transport_failures_open_the_breaker_and_admission_is_refused
 
     venue.fetch_order_book = venue.create_order = venue.fetch_order = down
     for i in range(5):
-        updates = await run(engine, signal(sid=f"t-{i}"))
-        assert statuses(updates)[-1] is Status.FAILED
+        # Nothing was sent for these orders: each is handed back (NOT_SENT) for another broker.
+        seen = []
+        with pytest.raises(ServiceError) as handed_back:
+            async for update in engine.execute(signal(sid=f"t-{i}"), ExecutionMethod.MARKET, 3):
+                seen.append(update)
+        assert handed_back.value.reason == "NOT_SENT"
+        assert statuses(seen) == [Status.QUEUED]
     assert engine.breaker.state is BreakerState.OPEN
     with pytest.raises(ServiceError) as info:
         await run(engine, signal(sid="t-5"))
@@ -286,4 +291,24 @@ async def test_full_queue_is_resource_exhausted():
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.reason == "QUEUE_FULL"
     busy.cancel()
     queued.cancel()
+    await engine.stop()
+
+
+async def test_order_sent_then_exchange_lost_fails_and_is_not_handed_back():
+    engine, venue, ledger = await make_engine(lookup_attempts=2)
+
+    async def down(*args, **kwargs):
+        raise ExchangeUnavailable("gone")
+
+    original = venue.create_order
+
+    async def place_then_vanish(account, order):
+        await original(account, order)
+        venue.fetch_order = down
+        raise ExchangeUnavailable("timeout after send")
+
+    venue.create_order = place_then_vanish
+    updates = await run(engine, signal())
+    assert statuses(updates)[-1] is Status.FAILED
+    assert "outcome of order" in updates[-1].reason and "unknown" in updates[-1].reason
     await engine.stop()
