@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -256,6 +257,15 @@ def _complete_figures(
             setattr(persisted, field, value if new_fills else order[field])
 
 
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class Ledger:
     """The aggregator's store. `await open()` before use, `await close()` at the end."""
 
@@ -268,6 +278,10 @@ class Ledger:
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db: sqlite3.Connection | None = None  # touched only on the executor's thread
+        # Writes waiting for the next group commit: (fn, args, future).
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending_lock = threading.Lock()
+        self._flush_scheduled = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -316,33 +330,64 @@ class Ledger:
             )
         return await self._loop.run_in_executor(self._executor, fn, *args)
 
-    def _write(
-        self, fn: Callable[..., tuple[T, list[common_pb2.ExecutionUpdate]]], *args: Any
-    ) -> T:
-        """Run `fn` in one transaction; publish what it wrote once it is committed."""
-        db = self._db
-        assert db is not None
-        db.execute("BEGIN IMMEDIATE")
+    async def _write(self, fn: Callable[..., tuple[T, list[common_pb2.ExecutionUpdate]]], *args: Any) -> T:
+        """Run `fn` all-or-nothing, committed together with whatever other writes are waiting
+        (group commit: one fsync for the batch), and answer only once that commit is on disk."""
+        if self._executor is None or self._loop is None:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "LEDGER_CLOSED", "the ledger is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        with self._pending_lock:
+            self._pending.append((fn, args, future))
+            start_flush = not self._flush_scheduled
+            self._flush_scheduled = True
+        if start_flush:
+            self._loop.run_in_executor(self._executor, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """On the database thread: every waiting write in one transaction, each in a savepoint so
+        a refused one leaves no trace; publish and answer after COMMIT, in commit order."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            self._flush_scheduled = False
+        db, loop = self._db, self._loop
+        assert db is not None and loop is not None
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None, list[common_pb2.ExecutionUpdate]]] = []
         try:
-            result, written = fn(db, *args)
+            db.execute("BEGIN IMMEDIATE")
+            for fn, args, future in batch:
+                db.execute("SAVEPOINT one_write")
+                try:
+                    result, written = fn(db, *args)
+                except Exception as exc:  # a refusal (ServiceError) or a bug: this write only
+                    db.execute("ROLLBACK TO one_write")
+                    db.execute("RELEASE one_write")
+                    outcomes.append((future, None, exc, []))
+                    continue
+                db.execute("RELEASE one_write")
+                outcomes.append((future, result, None, written))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise
-        if self._on_commit is not None and self._loop is not None:
-            for update in written:
-                copy = common_pb2.ExecutionUpdate()
-                copy.CopyFrom(update)
-                self._loop.call_soon_threadsafe(self._on_commit, copy)
-        return result
+            log.exception("ledger batch failed; nothing of it was written")
+            for _, _, future in batch:
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            return
+        for future, result, error, written in outcomes:
+            if self._on_commit is not None:
+                for update in written:
+                    copy = common_pb2.ExecutionUpdate()
+                    copy.CopyFrom(update)
+                    loop.call_soon_threadsafe(self._on_commit, copy)
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
     # -- commands ----------------------------------------------------------------------------
 
     async def create_order(self, signal: common_pb2.TradeSignal) -> Created:
         """Claim (user_id, signal_id) and record its PENDING update, or return the existing order."""
         checked = signal_from_pb(signal)  # INVALID_ARGUMENT naming the field
-        return await self._run(self._write, self._create_order, signal, checked)
+        return await self._write(self._create_order, signal, checked)
 
     def _create_order(
         self, db: sqlite3.Connection, signal: common_pb2.TradeSignal, checked: Signal
@@ -407,7 +452,7 @@ class Ledger:
     async def record(self, update: common_pb2.ExecutionUpdate) -> Recorded:
         """Check and persist one state change; answer only once it is durable."""
         change = parse_update(update)  # INVALID_ARGUMENT naming the field
-        return await self._run(self._write, self._record, update, change)
+        return await self._write(self._record, update, change)
 
     def _record(
         self, db: sqlite3.Connection, wire: common_pb2.ExecutionUpdate, change: Change

@@ -84,8 +84,11 @@ class ExecutionConfig:
     liquidity_band_bps: Decimal = Decimal(100)
     breaker_failures: int = 5
     breaker_open_s: float = 60.0
-    lookup_attempts: int = 3
-    lookup_backoff_s: float = 0.2
+    # How long an order whose send had an unknown outcome is looked up (and re-sent when the
+    # exchange says it does not exist) before it is given up as FAILED.
+    unknown_outcome_s: float = 30.0
+    lookup_backoff_s: float = 0.1
+    lookup_backoff_max_s: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,9 +275,12 @@ class ExecutorEngine:
         try:
             book = await self._timed(self._venue.fetch_order_book(pair))
         except VenueError as exc:
+            if exc.transport:
+                self._record_transport(ok=False)
             log.warning("order book unavailable", extra={"pair": pair, "error": repr(exc)})
             self._quotes.pop(pair, None)
             return
+        self._record_transport(ok=True)
         if book.best_bid is None or book.best_ask is None:
             self._quotes.pop(pair, None)
             return
@@ -461,35 +467,43 @@ class ExecutorEngine:
         return f"{what} on {self.broker} (leg {leg})"
 
     async def _place(self, job: _Job, request: OrderRequest) -> OrderReport:
-        account = self._account(job.signal)
-        try:
-            return await self._venue_call(self._venue.create_order(account, request), "place order")
-        except DuplicateClientOrderId:
-            return await self._lookup(job, request.client_order_id)
-        except _Ambiguous:
-            # The send may have reached the exchange: the order is looked up, never re-sent blindly.
-            return await self._lookup(job, request.client_order_id)
+        """Place the order exactly once, whatever the exchange does.
 
-    async def _lookup(self, job: _Job, cid: str) -> OrderReport:
+        When a send's outcome is unknown (timeout, 5xx, connection lost) the order is looked up by
+        its client order id: found, it is followed; not found, it was never placed and is sent
+        again under the same id (the exchange refuses a second order with that id); no answer,
+        the look-up is repeated with backoff, up to `unknown_outcome_s`.
+        """
         account = self._account(job.signal)
-        for attempt in range(self._config.lookup_attempts):
+        cid = request.client_order_id
+        give_up_at = self._clock() + self._config.unknown_outcome_s
+        delay = self._config.lookup_backoff_s
+        send, never_placed = True, False
+        while True:
+            if send:
+                try:
+                    return await self._venue_call(self._venue.create_order(account, request), "place order")
+                except (DuplicateClientOrderId, _Ambiguous):
+                    pass
             try:
                 report = await self._timed(self._venue.fetch_order(account, job.signal.pair, cid))
+            except OrderNotFound:
+                self._record_transport(ok=True)
+                send, never_placed = True, True
             except ExchangeUnavailable:
                 self._record_transport(ok=False)
-                await self._sleep(self._config.lookup_backoff_s * (2**attempt))
-                continue
-            except OrderNotFound:
+                send = False
+            else:
+                self._record_transport(ok=True)
+                return report
+            if self._clock() + delay > give_up_at:
+                what = "was not placed" if never_placed and send else "has an unknown outcome"
                 raise _LegOutcome(
-                    Status.FAILED, f"{self.broker} unavailable; order {cid} was not placed"
-                ) from None
-            self._record_transport(ok=True)
-            return report
-        raise _LegOutcome(
-            Status.FAILED,
-            f"{self.broker} unavailable; outcome of order {cid} unknown after "
-            f"{self._config.lookup_attempts} look-ups",
-        )
+                    Status.FAILED,
+                    f"{self.broker} unavailable for {self._config.unknown_outcome_s:g}s; order {cid} {what}",
+                )
+            await self._sleep(delay)
+            delay = min(delay * 2, self._config.lookup_backoff_max_s)
 
     async def _follow(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
         """Record fills as they come until the venue order is done (or the limit times out)."""

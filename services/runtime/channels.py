@@ -9,6 +9,10 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     # Order placement must never be retried by the transport; retries are decided by the code.
     ("grpc.enable_retries", 0),
+    # A restarted upstream is found again within a second, not after minutes of backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 

@@ -177,13 +177,30 @@ async def test_response_lost_after_execution_is_looked_up_not_resent():
     await engine.stop()
 
 
-async def test_send_that_never_reached_the_exchange_fails_without_an_order():
+async def test_send_that_never_reached_the_exchange_is_sent_again_under_the_same_id():
     engine, venue, ledger = await make_engine()
+    venue.fail_create_before_send = True
+    original = venue.create_order
+
+    async def recover_after_two(account, order):
+        if venue.create_calls == 2:
+            venue.fail_create_before_send = False
+        return await original(account, order)
+
+    venue.create_order = recover_after_two
+    updates = await run(engine, signal())
+    assert statuses(updates)[-1] is Status.FILLED
+    assert venue.create_calls == 3 and len(venue.orders) == 1
+    await engine.stop()
+
+
+async def test_exchange_that_never_takes_the_order_fails_it_as_not_placed():
+    engine, venue, ledger = await make_engine(unknown_outcome_s=5)
     venue.fail_create_before_send = True
     updates = await run(engine, signal())
     assert statuses(updates)[-1] is Status.FAILED
     assert "was not placed" in updates[-1].reason
-    assert venue.orders == {} and venue.create_calls == 1
+    assert venue.orders == {}
     await engine.stop()
 
 
@@ -295,7 +312,7 @@ async def test_full_queue_is_resource_exhausted():
 
 
 async def test_order_sent_then_exchange_lost_fails_and_is_not_handed_back():
-    engine, venue, ledger = await make_engine(lookup_attempts=2)
+    engine, venue, ledger = await make_engine(unknown_outcome_s=5)
 
     async def down(*args, **kwargs):
         raise ExchangeUnavailable("gone")
@@ -310,5 +327,6 @@ async def test_order_sent_then_exchange_lost_fails_and_is_not_handed_back():
     venue.create_order = place_then_vanish
     updates = await run(engine, signal())
     assert statuses(updates)[-1] is Status.FAILED
-    assert "outcome of order" in updates[-1].reason and "unknown" in updates[-1].reason
+    assert "unknown outcome" in updates[-1].reason
+    assert venue.create_calls == 1
     await engine.stop()
