@@ -1,7 +1,8 @@
 """The trade check: may this user place this trade, and on which brokers? Pure.
 
 A denial is a `Decision`, never an exception. Checks run in this order and the first that fails
-decides: user enabled, pair allowed, size within the user's maximum, at least one broker allowed.
+decides: user enabled, pair allowed, size within the user's maximum, at least one broker allowed,
+at least one allowed broker not blocked by the user's routing preferences.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 from services.domain.money import fmt
 from services.domain.signal import Side
-from services.permission.permissions import UserPermissions
+from services.permission.permissions import RoutingPreferences, UserPermissions
 
 
 class Denial(enum.Enum):
@@ -39,8 +40,10 @@ class Decision:
     #: Human-readable; empty when allowed.
     reason: str = ""
     code: Denial | None = None
-    #: Brokers the trade may be routed to (sorted; empty when denied).
+    #: Brokers the trade may be routed to: allowed and not blocked (sorted; empty when denied).
     brokers: tuple[str, ...] = ()
+    #: The user's routing preferences, for the router (empty when denied).
+    preferences: RoutingPreferences = dataclasses.field(default_factory=RoutingPreferences)
 
 
 def _deny(code: Denial, reason: str) -> Decision:
@@ -67,4 +70,13 @@ def check_trade(permissions: UserPermissions, request: TradeRequest) -> Decision
         )
     if not permissions.allowed_brokers:
         return _deny(Denial.NO_ALLOWED_BROKER, f"no broker allowed for user {user}")
-    return Decision(allowed=True, brokers=tuple(sorted(permissions.allowed_brokers)))
+    preferences = permissions.preferences
+    blocked = set(preferences.blocked_brokers)
+    brokers = tuple(sorted(b for b in permissions.allowed_brokers if b not in blocked))
+    if not brokers:
+        return _deny(
+            Denial.NO_ALLOWED_BROKER,
+            f"every broker allowed for user {user} is blocked by the user's routing preferences "
+            f"(blocked: {', '.join(sorted(blocked & set(permissions.allowed_brokers)))})",
+        )
+    return Decision(allowed=True, brokers=brokers, preferences=preferences)

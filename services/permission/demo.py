@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from services.domain.brokers import BROKERS
-from services.permission.permissions import UserPermissions
+from services.permission.permissions import RoutingPolicy, RoutingPreferences, UserPermissions
 
 ALICE = UserPermissions(
     user_id="alice",
@@ -20,6 +20,7 @@ BOB = UserPermissions(
     allowed_brokers=("coinbase", "kraken"),
     allowed_pairs=(),
     max_order_size_usd=Decimal("5000"),
+    preferences=RoutingPreferences(preferred_brokers=("kraken",)),
 )
 CAROL = UserPermissions(
     user_id="carol",
@@ -34,6 +35,7 @@ DAVE = UserPermissions(
     allowed_brokers=BROKERS,
     allowed_pairs=("BTC-USD", "ETH-USD"),
     max_order_size_usd=Decimal("1000"),
+    preferences=RoutingPreferences(routing_policy=RoutingPolicy.COST, max_slippage_bps=50),
 )
 
 DEMO_USERS: tuple[UserPermissions, ...] = (ALICE, BOB, CAROL, DAVE)

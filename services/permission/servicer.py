@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 import grpc
+from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.signal import SignalProblem, check_id, check_pair, check_size
 from services.permission.checks import Decision, Denial, TradeRequest, check_trade
-from services.permission.permissions import UserPermissions
+from services.permission.permissions import RoutingPolicy, RoutingPreferences, UserPermissions
 from services.permission.store import StoreNotOpen, UserStore
 from services.runtime.errors import ServiceError, not_found, unary
 from services.runtime.wire import field_error, side_from_pb
@@ -22,6 +23,13 @@ DENIAL_TO_PB = {
     Denial.PAIR_NOT_ALLOWED: permission_pb2.DENIAL_CODE_PAIR_NOT_ALLOWED,
     Denial.SIZE_ABOVE_MAX: permission_pb2.DENIAL_CODE_SIZE_ABOVE_MAX,
     Denial.NO_ALLOWED_BROKER: permission_pb2.DENIAL_CODE_NO_ALLOWED_BROKER,
+}
+
+#: None (no preference) is UNSPECIFIED: the router applies its default.
+POLICY_TO_PB = {
+    None: common_pb2.ROUTING_POLICY_UNSPECIFIED,
+    RoutingPolicy.SCORE: common_pb2.ROUTING_POLICY_SCORE,
+    RoutingPolicy.COST: common_pb2.ROUTING_POLICY_COST,
 }
 
 
@@ -85,11 +93,24 @@ def trade_request_from_pb(pb: permission_pb2.CheckTradeRequest) -> TradeRequest:
 
 
 def decision_to_pb(decision: Decision) -> permission_pb2.CheckTradeResponse:
-    return permission_pb2.CheckTradeResponse(
+    response = permission_pb2.CheckTradeResponse(
         allowed=decision.allowed,
         reason=decision.reason,
         denial_code=DENIAL_TO_PB[decision.code] if decision.code else permission_pb2.DENIAL_CODE_UNSPECIFIED,
         allowed_brokers=decision.brokers,
+    )
+    if decision.allowed:
+        # Present (possibly empty) on every allowed response; absent on a denial.
+        response.preferences.CopyFrom(preferences_to_pb(decision.preferences))
+    return response
+
+
+def preferences_to_pb(preferences: RoutingPreferences) -> permission_pb2.RoutingPreferences:
+    return permission_pb2.RoutingPreferences(
+        preferred_brokers=preferences.preferred_brokers,
+        blocked_brokers=preferences.blocked_brokers,
+        routing_policy=POLICY_TO_PB[preferences.routing_policy],
+        max_slippage_bps=preferences.max_slippage_bps,
     )
 
 
@@ -100,4 +121,5 @@ def permissions_to_pb(permissions: UserPermissions) -> permission_pb2.UserPermis
         allowed_brokers=permissions.allowed_brokers,
         allowed_pairs=permissions.allowed_pairs,
         max_order_size_usd=fmt(permissions.max_order_size_usd),
+        preferences=preferences_to_pb(permissions.preferences),
     )

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from services.domain.money import parse_decimal
-from services.permission.permissions import UserPermissions
+from services.permission.permissions import RoutingPolicy, RoutingPreferences, UserPermissions
 
 T = TypeVar("T")
 
@@ -33,14 +33,31 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at         TEXT NOT NULL
 )
 """
-_COLUMNS = "user_id, enabled, allowed_brokers, allowed_pairs, max_order_size_usd"
+#: Columns added after the first schema, in the order they were added: `_migrate` adds each one
+#: missing from an existing table. Every one has a default, so rows written before (or by a
+#: service still running the previous version) read as "no preference".
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("preferred_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
+    ("blocked_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
+    # NULL: the router's default policy.
+    ("routing_policy", "TEXT CHECK (routing_policy IN ('score', 'cost'))"),
+    ("max_slippage_bps", "INTEGER NOT NULL DEFAULT 0 CHECK (max_slippage_bps >= 0)"),  # 0 = no limit
+)
+_COLUMNS = (
+    "user_id, enabled, allowed_brokers, allowed_pairs, max_order_size_usd, "
+    "preferred_brokers, blocked_brokers, routing_policy, max_slippage_bps"
+)
 _UPSERT = f"""
-INSERT INTO users ({_COLUMNS}, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO users ({_COLUMNS}, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (user_id) DO UPDATE SET
     enabled = excluded.enabled,
     allowed_brokers = excluded.allowed_brokers,
     allowed_pairs = excluded.allowed_pairs,
     max_order_size_usd = excluded.max_order_size_usd,
+    preferred_brokers = excluded.preferred_brokers,
+    blocked_brokers = excluded.blocked_brokers,
+    routing_policy = excluded.routing_policy,
+    max_slippage_bps = excluded.max_slippage_bps,
     updated_at = excluded.updated_at
 """
 
@@ -61,7 +78,8 @@ class UserStore:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Create the parent directory, the database file and the schema if missing."""
+        """Create the parent directory, the database file and the schema if missing; add the
+        columns a database made by an earlier version lacks."""
         if self._executor is not None:
             raise RuntimeError(f"store {self.path} is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="permission-db")
@@ -103,8 +121,13 @@ class UserStore:
             os.makedirs(parent, exist_ok=True)
         # Autocommit; multi-statement writes take the write lock explicitly (BEGIN IMMEDIATE).
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(SCHEMA)
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     def _close(self) -> None:
@@ -156,22 +179,47 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add every column of ADDED_COLUMNS the users table lacks.
+
+    Under the write lock, so two processes opening the same old database together cannot both
+    add a column (the second sees it and does nothing). SQLite DDL is transactional.
+    """
+    with _write(db):
+        present = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE users ADD COLUMN {name} {definition}")
+
+
 def _to_row(user: UserPermissions) -> tuple[Any, ...]:
+    preferences = user.preferences
+    policy = preferences.routing_policy
     return (
         user.user_id,
         int(user.enabled),
         json.dumps(list(user.allowed_brokers)),
         json.dumps(list(user.allowed_pairs)),
         format(user.max_order_size_usd, "f"),
+        json.dumps(list(preferences.preferred_brokers)),
+        json.dumps(list(preferences.blocked_brokers)),
+        None if policy is None else policy.value,
+        preferences.max_slippage_bps,
     )
 
 
 def _from_row(row: tuple[Any, ...]) -> UserPermissions:
-    user_id, enabled, brokers, pairs, max_size = row
+    user_id, enabled, brokers, pairs, max_size, preferred, blocked, policy, max_slippage = row
     return UserPermissions(
         user_id=user_id,
         enabled=bool(enabled),
         allowed_brokers=tuple(json.loads(brokers)),
         allowed_pairs=tuple(json.loads(pairs)),
         max_order_size_usd=parse_decimal(max_size, "max_order_size_usd"),
+        preferences=RoutingPreferences(
+            preferred_brokers=tuple(json.loads(preferred)),
+            blocked_brokers=tuple(json.loads(blocked)),
+            routing_policy=None if policy is None else RoutingPolicy(policy),
+            max_slippage_bps=max_slippage,
+        ),
     )

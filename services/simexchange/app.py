@@ -9,13 +9,16 @@ import logging
 import random
 import secrets
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import grpc
 from nija.simexchange.v1 import simexchange_pb2_grpc
 
+from services.domain.money import BadDecimal, parse_decimal
 from services.runtime.config import ConfigError
 from services.runtime.server import Health
-from services.simexchange.core import SimExchange
+from services.simexchange.core import SimExchange, check_depth_multiplier, check_fee_schedule
+from services.simexchange.listings import BROKER_PROFILES, FeeSchedule
 from services.simexchange.servicer import SimulatedExchangeServicer
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,10 @@ class Config:
     seed: int | None = None
     #: Added to every request, standing in for the round trip to a real exchange.
     latency_ms: float = 0.0
+    #: Replace listed fee schedules, as maker/taker fractions: "binance=0.001/0.001,kraken=0.0016/0.0026".
+    fee_overrides: str = ""
+    #: Multiply how much a broker's books hold: "alpaca=0.05,kraken=2".
+    depth_overrides: str = ""
 
     def __post_init__(self) -> None:
         if self.tick_interval_s <= 0:
@@ -41,6 +48,59 @@ class Config:
             raise ConfigError(f"volatility_bps must be >= 0, got {self.volatility_bps}")
         if self.latency_ms < 0:
             raise ConfigError(f"latency_ms must be >= 0, got {self.latency_ms}")
+        # Parsed here so a malformed override fails at start, not when the engine is built.
+        self.fee_schedules()
+        self.depth_multipliers()
+
+    def fee_schedules(self) -> dict[str, FeeSchedule]:
+        """`fee_overrides` as {broker: FeeSchedule}."""
+        out = {}
+        for broker, value in _broker_values("fee_overrides", self.fee_overrides).items():
+            maker, sep, taker = value.partition("/")
+            if not sep:
+                raise ConfigError(f"fee_overrides: {broker}: expected maker/taker, got {value!r}")
+            fees = FeeSchedule(
+                maker=_decimal("fee_overrides", f"{broker} maker", maker),
+                taker=_decimal("fee_overrides", f"{broker} taker", taker),
+            )
+            if problem := check_fee_schedule(fees):
+                raise ConfigError(f"fee_overrides: {broker}: {problem}")
+            out[broker] = fees
+        return out
+
+    def depth_multipliers(self) -> dict[str, Decimal]:
+        """`depth_overrides` as {broker: multiplier}."""
+        out = {}
+        for broker, value in _broker_values("depth_overrides", self.depth_overrides).items():
+            multiplier = _decimal("depth_overrides", broker, value)
+            if problem := check_depth_multiplier(multiplier):
+                raise ConfigError(f"depth_overrides: {broker}: {problem}")
+            out[broker] = multiplier
+        return out
+
+
+def _broker_values(name: str, text: str) -> dict[str, str]:
+    """Split `broker=value,broker=value`: each broker known and named once; blank items are skipped."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        broker, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not value:
+            raise ConfigError(f"{name}: expected broker=value, got {item.strip()!r}")
+        if broker not in BROKER_PROFILES:
+            raise ConfigError(f"{name}: unknown broker {broker!r}; known: {', '.join(BROKER_PROFILES)}")
+        if broker in out:
+            raise ConfigError(f"{name}: {broker} is given twice")
+        out[broker] = value
+    return out
+
+
+def _decimal(name: str, field: str, text: str) -> Decimal:
+    try:
+        return parse_decimal(text.strip(), field)
+    except BadDecimal as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _wall_clock() -> datetime:
@@ -61,6 +121,8 @@ class App:
             clock=_wall_clock,
             volatility_bps=config.volatility_bps,
             session=self.session,
+            fee_overrides=config.fee_schedules(),
+            depth_overrides=config.depth_multipliers(),
         )
         self.servicer = SimulatedExchangeServicer(self.exchange, latency_s=config.latency_ms / 1000)
         self._seed = seed

@@ -23,7 +23,7 @@ import dataclasses
 import enum
 import functools
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import ROUND_CEILING, Context, Decimal, localcontext
 from typing import Any, TypeVar
@@ -329,6 +329,47 @@ def _consume(levels: list[_Level], takes: Iterable[tuple[Decimal, Decimal]]) -> 
 # --- the engine -------------------------------------------------------------------------------
 
 
+def check_fee_schedule(fees: FeeSchedule) -> str | None:
+    """Why `fees` cannot be a broker's schedule, or None: fractions in [0, 1), maker <= taker."""
+    if not (0 <= fees.maker < 1 and 0 <= fees.taker < 1):
+        return f"fees must be fractions in [0, 1), got maker {fees.maker} taker {fees.taker}"
+    if fees.maker > fees.taker:
+        return f"maker fee {fees.maker} is above taker fee {fees.taker}"
+    return None
+
+
+def check_depth_multiplier(multiplier: Decimal) -> str | None:
+    """Why `multiplier` cannot scale a broker's book depth, or None."""
+    if not multiplier.is_finite() or multiplier <= 0:
+        return f"depth multiplier must be > 0, got {multiplier}"
+    return None
+
+
+def _with_overrides(
+    profiles: Mapping[str, BrokerProfile],
+    fee_overrides: Mapping[str, FeeSchedule],
+    depth_overrides: Mapping[str, Decimal],
+) -> dict[str, BrokerProfile]:
+    """The listed profiles with their fee schedules replaced and depths scaled as asked."""
+    for broker in (*fee_overrides, *depth_overrides):
+        if broker not in profiles:
+            raise UnknownBroker(f"override for unknown broker {broker!r}; known: {', '.join(profiles)}")
+    for broker, fees in fee_overrides.items():
+        if problem := check_fee_schedule(fees):
+            raise ValueError(f"{broker}: {problem}")
+    for broker, multiplier in depth_overrides.items():
+        if problem := check_depth_multiplier(multiplier):
+            raise ValueError(f"{broker}: {problem}")
+    out = {}
+    for name, profile in profiles.items():
+        if name in fee_overrides:
+            profile = dataclasses.replace(profile, fees=fee_overrides[name])
+        if name in depth_overrides:
+            profile = dataclasses.replace(profile, depth_factor=profile.depth_factor * depth_overrides[name])
+        out[name] = profile
+    return out
+
+
 class SimExchange:
     """The four simulated brokers around one shared set of reference prices."""
 
@@ -339,16 +380,20 @@ class SimExchange:
         clock: Callable[[], datetime],
         volatility_bps: float = 2.0,
         session: str = "",
+        fee_overrides: Mapping[str, FeeSchedule] | None = None,
+        depth_overrides: Mapping[str, Decimal] | None = None,
     ) -> None:
         """`volatility_bps`: standard deviation of one tick's reference move, in basis points.
-        `session` prefixes every order and trade id, so a restarted exchange never reuses one."""
+        `session` prefixes every order and trade id, so a restarted exchange never reuses one.
+        `fee_overrides` replaces a broker's listed fee schedule; `depth_overrides` multiplies how
+        much its books hold (scenarios that need near-equal fees or one thin venue)."""
         if volatility_bps < 0:
             raise ValueError(f"volatility_bps must be >= 0, got {volatility_bps}")
         self._rng = rng
         self._clock = clock
         self._volatility_bps = volatility_bps
         self._prefix = f"{session}-" if session else ""
-        self._profiles = BROKER_PROFILES
+        self._profiles = _with_overrides(BROKER_PROFILES, fee_overrides or {}, depth_overrides or {})
         self._reference = {
             symbol: asset.reference_price
             for symbol, asset in ASSETS.items()

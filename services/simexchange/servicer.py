@@ -2,11 +2,17 @@
 
 Every field is validated before the engine is called, and the engine checks everything before it
 changes anything, so malformed input is refused whole and never half-applied.
+
+What the network between a client and an exchange does (latency, outages) is I/O behaviour, not
+exchange state, so it lives here and never in the engine: `SetFault` makes one broker slow or
+unreachable, and every other call for that broker passes through `_network` first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +44,27 @@ LIQUIDITY_TO_PB = {
 }
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: A fault's added latency is capped: beyond a minute every caller's deadline has long passed, and
+#: an outage is what FAULT_MODE_UNAVAILABLE is for.
+MAX_FAULT_LATENCY_MS = 60_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """How one broker's exchange misbehaves: unreachable, slow, or both."""
+
+    unavailable: bool = False
+    latency_s: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.unavailable or self.latency_s > 0
+
+
+NO_FAULT = Fault()
 
 
 def _engine_call(fn: Callable[[], T]) -> T:
@@ -71,6 +98,18 @@ def _broker(value: str) -> str:
     if not value:
         raise invalid("BAD_BROKER", "broker is required", field="broker")
     return value
+
+
+def _fault(request: pb.SetFaultRequest) -> Fault:
+    if request.mode not in (pb.FAULT_MODE_NONE, pb.FAULT_MODE_UNAVAILABLE):
+        raise invalid("BAD_MODE", "mode must be FAULT_MODE_NONE or FAULT_MODE_UNAVAILABLE", field="mode")
+    if request.latency_ms > MAX_FAULT_LATENCY_MS:
+        raise invalid(
+            "BAD_LATENCY_MS",
+            f"latency_ms must be at most {MAX_FAULT_LATENCY_MS}, got {request.latency_ms}",
+            field="latency_ms",
+        )
+    return Fault(unavailable=request.mode == pb.FAULT_MODE_UNAVAILABLE, latency_s=request.latency_ms / 1000)
 
 
 def _id(value: str, field: str) -> str:
@@ -168,17 +207,52 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     def __init__(self, exchange: core.SimExchange, latency_s: float = 0.0) -> None:
         self._exchange = exchange
         self._latency_s = latency_s
+        #: The only writer is SetFault; brokers without an entry behave normally.
+        self._faults: dict[str, Fault] = {}
 
-    async def _network(self) -> None:
+    def fault(self, broker: str) -> Fault:
+        return self._faults.get(broker, NO_FAULT)
+
+    async def _network(self, broker: str) -> None:
+        """The round trip to `broker`'s exchange: the configured latency plus any fault's, then the
+        outage if there is one, before the request reaches the engine (so an outage changes nothing)."""
+        fault = self.fault(broker)
         # Stands in for the round trip to a real exchange, so latency-aware routing has something to measure.
-        if self._latency_s > 0:
-            await asyncio.sleep(self._latency_s)
+        delay = self._latency_s + fault.latency_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # Judged when the request arrives, after the trip: a fault lifted meanwhile no longer applies.
+        if self.fault(broker).unavailable:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, "EXCHANGE_UNAVAILABLE", f"{broker} is unavailable", broker=broker
+            )
+
+    @unary
+    async def SetFault(
+        self, request: pb.SetFaultRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetFaultResponse:
+        # Never subject to faults itself: it is how a fault is lifted.
+        broker = _broker(request.broker)
+        if broker not in self._exchange.brokers:
+            raise not_found(
+                "UNKNOWN_BROKER", f"unknown broker {broker!r}; known: {', '.join(self._exchange.brokers)}"
+            )
+        fault = _fault(request)
+        if fault.active:
+            self._faults[broker] = fault
+        else:
+            self._faults.pop(broker, None)
+        log.warning(
+            "simexchange fault set",
+            extra={"broker": broker, "unavailable": fault.unavailable, "latency_ms": request.latency_ms},
+        )
+        return pb.SetFaultResponse()
 
     @unary
     async def ListMarkets(
         self, request: pb.ListMarketsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMarketsResponse:
-        await self._network()
+        await self._network(request.broker)
         broker = _broker(request.broker)
         markets = _engine_call(lambda: self._exchange.markets(broker))
         fees = self._exchange.fees(broker)
@@ -192,6 +266,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
                     lot_size=fmt(m.lot_size),
                     min_quantity=fmt(m.min_quantity),
                     min_notional=fmt(m.min_notional),
+                    withdrawal_fee=fmt(m.withdrawal_fee),
                 )
                 for m in markets
             ],
@@ -202,7 +277,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     async def GetOrderBook(
         self, request: pb.GetOrderBookRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderBookResponse:
-        await self._network()
+        await self._network(request.broker)
         broker, pair = _broker(request.broker), _pair(request.pair)
         book = _engine_call(lambda: self._exchange.book(broker, pair, request.depth))
         return pb.GetOrderBookResponse(
@@ -215,7 +290,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.PlaceOrderResponse:
-        await self._network()
+        await self._network(request.broker)
         broker = _broker(request.broker)
         account_id = _id(request.account_id, "account_id")
         command = _place_command(request)
@@ -226,7 +301,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
-        await self._network()
+        await self._network(request.broker)
         broker = _broker(request.broker)
         account_id = _id(request.account_id, "account_id")
         client, venue = _order_ids(request.client_order_id, request.venue_order_id)
@@ -239,7 +314,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelOrderResponse:
-        await self._network()
+        await self._network(request.broker)
         broker = _broker(request.broker)
         account_id = _id(request.account_id, "account_id")
         client, venue = _order_ids(request.client_order_id, request.venue_order_id)
@@ -254,7 +329,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
     async def GetBalances(
         self, request: pb.GetBalancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalancesResponse:
-        await self._network()
+        await self._network(request.broker)
         broker = _broker(request.broker)
         account_id = _id(request.account_id, "account_id")
         balances = _engine_call(lambda: self._exchange.balances(broker, account_id))

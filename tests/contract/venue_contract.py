@@ -78,6 +78,7 @@ class VenueContract:
             assert market.pair == pair == f"{market.base}-{market.quote}"
             assert market.tick_size > 0 and market.lot_size > 0
             assert market.min_quantity >= 0 and market.min_notional >= 0
+            assert market.withdrawal_fee >= 0  # 0 when the venue does not say
 
     async def test_fees_are_fractions(self, venue: Venue) -> None:
         fees = await venue.fetch_fees()

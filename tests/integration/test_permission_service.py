@@ -11,11 +11,13 @@ from nija.permission.v1 import permission_pb2_grpc
 
 from services.domain.brokers import BROKERS
 from services.permission.app import Config, build_app
-from services.permission.demo import BOB
-from services.permission.servicer import PermissionServicer
+from services.permission.demo import ALICE, BOB
+from services.permission.permissions import RoutingPolicy, RoutingPreferences
+from services.permission.servicer import POLICY_TO_PB, PermissionServicer, preferences_to_pb
 from services.permission.store import UserStore
 from services.runtime.errors import ServiceError, reason_of
 from services.runtime.server import Listen, RunningServer
+from tests.unit.test_permission_store import create_v1_database
 
 
 @pytest.fixture
@@ -149,10 +151,15 @@ async def test_get_user_permissions(stub):
         allowed_brokers=sorted(BROKERS),
         allowed_pairs=["BTC-USD", "ETH-USD"],
         max_order_size_usd="1000",
+        preferences=pb.RoutingPreferences(routing_policy=common_pb2.ROUTING_POLICY_COST, max_slippage_bps=50),
     )
     carol = await stub.GetUserPermissions(pb.GetUserPermissionsRequest(user_id="carol"), timeout=5)
     assert carol.permissions.enabled is False
     assert list(carol.permissions.allowed_pairs) == []
+    assert carol.permissions.HasField("preferences")
+    assert carol.permissions.preferences == pb.RoutingPreferences()
+    bob = await stub.GetUserPermissions(pb.GetUserPermissionsRequest(user_id="bob"), timeout=5)
+    assert bob.permissions.preferences == pb.RoutingPreferences(preferred_brokers=["kraken"])
 
 
 async def test_get_user_permissions_errors(stub):
@@ -205,3 +212,94 @@ async def test_calls_before_the_store_is_open_are_unavailable(db_path: str):
     with pytest.raises(ServiceError) as err:
         await servicer._permissions("alice")
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+# Routing preferences on the wire.
+
+
+@pytest.mark.parametrize(
+    ("user_id", "expected"),
+    [
+        ("alice", pb.RoutingPreferences()),
+        ("bob", pb.RoutingPreferences(preferred_brokers=["kraken"])),
+        (
+            "dave",
+            pb.RoutingPreferences(routing_policy=common_pb2.ROUTING_POLICY_COST, max_slippage_bps=50),
+        ),
+    ],
+)
+async def test_allowed_check_returns_the_users_preferences(stub, user_id: str, expected):
+    response = await stub.CheckTrade(check(user_id), timeout=5)
+    assert response.allowed
+    assert response.HasField("preferences")
+    assert response.preferences == expected
+
+
+async def test_denied_check_carries_no_preferences(stub):
+    response = await stub.CheckTrade(check("dave", pair="SOL-USD"), timeout=5)
+    assert not response.allowed
+    assert not response.HasField("preferences")
+
+
+async def test_every_preference_field_reaches_the_wire(server: RunningServer, stub):
+    preferences = RoutingPreferences(
+        preferred_brokers=("kraken", "binance"),
+        blocked_brokers=("coinbase",),
+        routing_policy=RoutingPolicy.SCORE,
+        max_slippage_bps=10_000,
+    )
+    await server.app.store.upsert(dataclasses.replace(ALICE, preferences=preferences))
+    expected = pb.RoutingPreferences(
+        preferred_brokers=["binance", "kraken"],
+        blocked_brokers=["coinbase"],
+        routing_policy=common_pb2.ROUTING_POLICY_SCORE,
+        max_slippage_bps=10_000,
+    )
+    response = await stub.CheckTrade(check("alice"), timeout=5)
+    assert response.preferences == expected
+    # The blocked broker is gone from the brokers the trade may use.
+    assert list(response.allowed_brokers) == ["alpaca", "binance", "kraken"]
+    permissions = await stub.GetUserPermissions(pb.GetUserPermissionsRequest(user_id="alice"), timeout=5)
+    assert permissions.permissions.preferences == expected
+    # GetUserPermissions reports what is allowed, not what is left after blocking.
+    assert list(permissions.permissions.allowed_brokers) == sorted(BROKERS)
+
+
+async def test_every_allowed_broker_blocked_is_a_denial(server: RunningServer, stub):
+    await server.app.store.upsert(
+        dataclasses.replace(BOB, preferences=RoutingPreferences(blocked_brokers=("coinbase", "kraken")))
+    )
+    response = await stub.CheckTrade(check("bob"), timeout=5)
+    assert not response.allowed
+    assert response.denial_code == pb.DENIAL_CODE_NO_ALLOWED_BROKER
+    assert "blocked: coinbase, kraken" in response.reason
+    assert list(response.allowed_brokers) == []
+    assert not response.HasField("preferences")
+
+
+def test_every_policy_has_a_wire_value():
+    assert POLICY_TO_PB == {
+        None: common_pb2.ROUTING_POLICY_UNSPECIFIED,
+        RoutingPolicy.SCORE: common_pb2.ROUTING_POLICY_SCORE,
+        RoutingPolicy.COST: common_pb2.ROUTING_POLICY_COST,
+    }
+    assert set(POLICY_TO_PB) == {None, *RoutingPolicy}
+    assert preferences_to_pb(RoutingPreferences()) == pb.RoutingPreferences()
+
+
+async def test_a_database_from_before_the_preferences_is_served(db_path: str):
+    """The service starts on a file the previous version wrote: migrated, not re-seeded."""
+    create_v1_database(db_path)
+    running = await RunningServer(build_app(Config(database_path=db_path)), Listen(port=0)).start()
+    try:
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = permission_pb2_grpc.PermissionServiceStub(channel)
+            dave = await stub.CheckTrade(check("dave", size="1000.5"), timeout=5)
+            assert dave.allowed
+            assert list(dave.allowed_brokers) == ["coinbase"]
+            assert dave.HasField("preferences") and dave.preferences == pb.RoutingPreferences()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.CheckTrade(check("bob"), timeout=5)  # the demo users were not seeded
+            assert reason_of(err.value) == "USER_NOT_FOUND"
+    finally:
+        await running.stop(0)

@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from nija.simexchange.v1 import simexchange_pb2 as pb
+from nija.simexchange.v1 import simexchange_pb2_grpc
 
 from services.domain.brokers import BROKERS
 from services.domain.signal import Side
@@ -172,6 +174,78 @@ async def test_no_server_is_exchange_unavailable(sim_server: RunningServer) -> N
     try:
         with pytest.raises(ExchangeUnavailable):
             await venue.fetch_balances(_account())
+    finally:
+        await venue.close()
+
+
+async def test_markets_carry_the_withdrawal_fee(sim_server: RunningServer) -> None:
+    fees = {}
+    for broker in ("binance", "coinbase"):
+        venue = SimVenue(broker, sim_server.target)
+        try:
+            markets = await venue.load_markets()
+        finally:
+            await venue.close()
+        assert all(m.withdrawal_fee > 0 for m in markets.values())
+        fees[broker] = markets["BTC-USD"].withdrawal_fee
+    assert fees == {"binance": Decimal("0.0002"), "coinbase": Decimal("0.00005")}
+
+
+async def test_fee_overrides_are_what_the_venue_reports() -> None:
+    running = await _start(Config(seed=1, fee_overrides="kraken=0.001/0.001"))
+    venue = SimVenue("kraken", running.target)
+    try:
+        fees = await venue.fetch_fees()
+        assert (fees.maker, fees.taker) == (Decimal("0.001"), Decimal("0.001"))
+    finally:
+        await venue.close()
+        await running.stop(0)
+
+
+async def _set_fault(server: RunningServer, broker: str, mode: int, latency_ms: int = 0) -> None:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channel)
+        request = pb.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms)  # type: ignore[arg-type]
+        await stub.SetFault(request)
+
+
+async def test_an_exchange_outage_is_exchange_unavailable_until_it_ends(
+    sim_server: RunningServer, binance: SimVenue
+) -> None:
+    account = _account()
+    request = OrderRequest("out-1", "ETH-USD", Side.BUY, OrderType.MARKET, Decimal("0.5"))
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_UNAVAILABLE)
+
+    calls = {
+        "load_markets": binance.load_markets,
+        "fetch_fees": binance.fetch_fees,
+        "fetch_order_book": lambda: binance.fetch_order_book("ETH-USD"),
+        "create_order": lambda: binance.create_order(account, request),
+        "fetch_order": lambda: binance.fetch_order(account, "ETH-USD", "out-1"),
+        "cancel_order": lambda: binance.cancel_order(account, "ETH-USD", "out-1"),
+        "fetch_balances": lambda: binance.fetch_balances(account),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ExchangeUnavailable) as raised:
+            await call()
+        assert raised.value.transport, name  # counts against the breaker
+
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE)
+
+    # Nothing was placed during the outage: a lookup finds no order and the same id places now.
+    with pytest.raises(OrderNotFound):
+        await binance.fetch_order(account, "ETH-USD", "out-1")
+    assert (await binance.create_order(account, request)).state is OrderState.FILLED
+
+
+async def test_fault_latency_past_the_deadline_is_exchange_unavailable(sim_server: RunningServer) -> None:
+    venue = SimVenue("kraken", sim_server.target, timeout_s=0.1)
+    try:
+        await _set_fault(sim_server, "kraken", pb.FAULT_MODE_NONE, latency_ms=300)
+        with pytest.raises(ExchangeUnavailable):
+            await venue.fetch_order_book("BTC-USD")
+        await _set_fault(sim_server, "kraken", pb.FAULT_MODE_NONE)
+        assert (await venue.fetch_order_book("BTC-USD")).asks
     finally:
         await venue.close()
 

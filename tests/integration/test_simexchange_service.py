@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 import grpc
@@ -81,6 +82,8 @@ async def test_markets_and_fees_are_decimal_strings(
         "0.5",
     )
     assert "XMR-USD" in {m.pair for m in response.markets}
+    assert btc.withdrawal_fee == "0.00015"
+    assert all(Decimal(m.withdrawal_fee) > 0 and "E" not in m.withdrawal_fee for m in response.markets)
 
 
 async def test_order_book_best_first(stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub) -> None:
@@ -236,3 +239,177 @@ def test_config_is_typed_and_rejects_unknown_keys() -> None:
         Config(tick_interval_s=0)
     with pytest.raises(ConfigError):
         Config(latency_ms=-1)
+    with pytest.raises(ConfigError):
+        Config(volatility_bps=-1)
+
+
+def test_config_overrides_are_read_and_checked() -> None:
+    config = load_config(
+        Config,
+        {
+            "fee_overrides": "binance=0.001/0.001, kraken=0.0009/0.0011",
+            "depth_overrides": "alpaca=0.05,kraken=2",
+        },
+    )
+    assert {b: (f.maker, f.taker) for b, f in config.fee_schedules().items()} == {
+        "binance": (Decimal("0.001"), Decimal("0.001")),
+        "kraken": (Decimal("0.0009"), Decimal("0.0011")),
+    }
+    assert config.depth_multipliers() == {"alpaca": Decimal("0.05"), "kraken": Decimal(2)}
+    assert Config().fee_schedules() == {} and Config().depth_multipliers() == {}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"fee_overrides": "binance=0.001"},  # no taker
+        {"fee_overrides": "binance"},
+        {"fee_overrides": "ftx=0.001/0.001"},
+        {"fee_overrides": "binance=0.001/abc"},
+        {"fee_overrides": "binance=1e-3/0.001"},
+        {"fee_overrides": "binance=0.002/0.001"},  # maker above taker
+        {"fee_overrides": "binance=-0.001/0.001"},
+        {"fee_overrides": "binance=0.5/1.5"},
+        {"fee_overrides": "binance=0.001/0.001,binance=0.002/0.002"},
+        {"depth_overrides": "alpaca=0"},
+        {"depth_overrides": "alpaca=-1"},
+        {"depth_overrides": "alpaca="},
+        {"depth_overrides": "=2"},
+        {"depth_overrides": "alpaca=thin"},
+        {"depth_overrides": "nyse=2"},
+    ],
+)
+def test_malformed_overrides_fail_at_construction(values: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_config(Config, values)
+
+
+async def test_overrides_reach_the_wire() -> None:
+    config = Config(
+        seed=5, volatility_bps=0.0, fee_overrides="coinbase=0.001/0.0012", depth_overrides="alpaca=0.05"
+    )
+    running = await RunningServer(build_app(config), Listen(port=0)).start()
+    try:
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channel)
+            fees = (await stub.ListMarkets(pb.ListMarketsRequest(broker="coinbase"))).fees
+            assert (fees.maker, fees.taker) == ("0.001", "0.0012")
+            book = await stub.GetOrderBook(pb.GetOrderBookRequest(broker="alpaca", pair="BTC-USD"))
+            side_usd = sum(Decimal(lv.price) * Decimal(lv.quantity) for lv in book.asks)
+            assert side_usd < 400_000 * Decimal("0.2") * Decimal("0.05") * Decimal("1.3")
+    finally:
+        await running.stop(0)
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "EXCHANGE_UNAVAILABLE")
+
+
+def fault(broker: str, mode: int = pb.FAULT_MODE_UNAVAILABLE, latency_ms: int = 0) -> pb.SetFaultRequest:
+    return pb.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms)  # type: ignore[arg-type]
+
+
+def every_call(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub, broker: str
+) -> dict[str, Callable[[], Awaitable[object]]]:
+    """One call of every exchange RPC for `broker`, each valid when the exchange is up."""
+    return {
+        "ListMarkets": lambda: stub.ListMarkets(pb.ListMarketsRequest(broker=broker)),
+        "GetOrderBook": lambda: stub.GetOrderBook(pb.GetOrderBookRequest(broker=broker, pair="BTC-USD")),
+        "PlaceOrder": lambda: stub.PlaceOrder(place(broker=broker, client_order_id="f-1")),
+        "GetOrder": lambda: stub.GetOrder(
+            pb.GetOrderRequest(broker=broker, account_id="acct-1", client_order_id="f-1")
+        ),
+        "CancelOrder": lambda: stub.CancelOrder(
+            pb.CancelOrderRequest(broker=broker, account_id="acct-1", client_order_id="f-1")
+        ),
+        "GetBalances": lambda: stub.GetBalances(pb.GetBalancesRequest(broker=broker, account_id="acct-1")),
+    }
+
+
+async def test_unavailable_fault_refuses_every_call_for_that_broker_only(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    balances = pb.GetBalancesRequest(broker="kraken", account_id="acct-1")
+    before = await stub.GetBalances(balances)
+    await stub.SetFault(fault("kraken"))
+
+    for name, call in every_call(stub, "kraken").items():
+        assert await refused(call()) == UNAVAILABLE, name
+    # The other brokers are untouched.
+    assert (await stub.PlaceOrder(place(broker="binance", client_order_id="f-1"))).order.state == (
+        pb.ORDER_STATE_FILLED
+    )
+
+    await stub.SetFault(fault("kraken", pb.FAULT_MODE_NONE))
+
+    # The refused PlaceOrder changed nothing: no order, balances as they were, the id still free.
+    assert await refused(
+        stub.GetOrder(pb.GetOrderRequest(broker="kraken", account_id="acct-1", client_order_id="f-1"))
+    ) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+    assert await stub.GetBalances(balances) == before
+    for name, call in every_call(stub, "kraken").items():
+        await call()  # each answers normally again
+
+
+async def test_fault_latency_is_added_on_top_of_the_configured_latency() -> None:
+    running = await RunningServer(build_app(Config(seed=5, latency_ms=40)), Listen(port=0)).start()
+    loop = asyncio.get_running_loop()
+
+    async def timed(call: Awaitable[object]) -> float:
+        started = loop.time()
+        await call
+        return loop.time() - started
+
+    try:
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channel)
+            await stub.SetFault(fault("alpaca", pb.FAULT_MODE_NONE, latency_ms=200))
+            # SetFault itself is never slowed.
+            assert await timed(stub.SetFault(fault("alpaca", pb.FAULT_MODE_NONE, latency_ms=200))) < 0.2
+
+            for name, call in every_call(stub, "alpaca").items():
+                assert await timed(call()) >= 0.24, name
+            assert 0.04 <= await timed(stub.ListMarkets(pb.ListMarketsRequest(broker="binance"))) < 0.2
+
+            # Slow and down: the outage is answered after the delay.
+            await stub.SetFault(fault("alpaca", latency_ms=100))
+            started = loop.time()
+            assert await refused(stub.ListMarkets(pb.ListMarketsRequest(broker="alpaca"))) == UNAVAILABLE
+            assert loop.time() - started >= 0.14
+
+            await stub.SetFault(fault("alpaca", pb.FAULT_MODE_NONE))
+            assert await timed(stub.ListMarkets(pb.ListMarketsRequest(broker="alpaca"))) < 0.2
+    finally:
+        await running.stop(0)
+
+
+async def test_a_fault_lifted_during_the_trip_no_longer_applies(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    await stub.SetFault(fault("coinbase", latency_ms=200))
+    slow = asyncio.ensure_future(stub.ListMarkets(pb.ListMarketsRequest(broker="coinbase")))
+    await asyncio.sleep(0.05)
+    await stub.SetFault(fault("coinbase", pb.FAULT_MODE_NONE))
+    assert (await slow).markets
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "reason"),
+    [
+        (fault("ftx"), grpc.StatusCode.NOT_FOUND, "UNKNOWN_BROKER"),
+        (fault(""), grpc.StatusCode.INVALID_ARGUMENT, "BAD_BROKER"),
+        (fault("binance", pb.FAULT_MODE_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, "BAD_MODE"),
+        (fault("binance", 9), grpc.StatusCode.INVALID_ARGUMENT, "BAD_MODE"),
+        (fault("binance", latency_ms=60_001), grpc.StatusCode.INVALID_ARGUMENT, "BAD_LATENCY_MS"),
+    ],
+)
+async def test_set_fault_refusals_change_nothing(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+    request_: pb.SetFaultRequest,
+    code: grpc.StatusCode,
+    reason: str,
+) -> None:
+    assert await refused(stub.SetFault(request_)) == (code, reason)
+    assert (await stub.ListMarkets(pb.ListMarketsRequest(broker="binance"))).markets

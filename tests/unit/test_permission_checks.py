@@ -6,7 +6,13 @@ from services.domain.brokers import BROKERS
 from services.domain.signal import Side
 from services.permission.checks import Decision, Denial, TradeRequest, check_trade
 from services.permission.demo import ALICE, BOB, CAROL, DAVE
-from services.permission.permissions import BadPermissions, UserPermissions
+from services.permission.permissions import (
+    MAX_SLIPPAGE_BPS,
+    BadPermissions,
+    RoutingPolicy,
+    RoutingPreferences,
+    UserPermissions,
+)
 
 
 def trade(user: str, pair: str = "BTC-USD", size: str = "100") -> TradeRequest:
@@ -119,3 +125,151 @@ def test_permissions_are_normalised():
 def test_malformed_permissions_are_refused(changes: dict[str, object]):
     with pytest.raises(BadPermissions):
         user(**changes)
+
+
+# Routing preferences: the record.
+
+
+def test_preferences_default_to_none_and_are_normalised():
+    assert user().preferences == RoutingPreferences()
+    assert RoutingPreferences() == RoutingPreferences(
+        preferred_brokers=(), blocked_brokers=(), routing_policy=None, max_slippage_bps=0
+    )
+    prefs = RoutingPreferences(
+        preferred_brokers=("kraken", "coinbase", "kraken"),
+        blocked_brokers=["binance", "alpaca", "binance"],  # any iterable; kept as a tuple
+        routing_policy=RoutingPolicy.COST,
+        max_slippage_bps=50,
+    )
+    assert prefs.preferred_brokers == ("coinbase", "kraken")
+    assert prefs.blocked_brokers == ("alpaca", "binance")
+
+
+@pytest.mark.parametrize("bps", [0, 1, MAX_SLIPPAGE_BPS])
+def test_slippage_bound_accepts_zero_to_100_percent(bps: int):
+    assert RoutingPreferences(max_slippage_bps=bps).max_slippage_bps == bps
+
+
+@pytest.mark.parametrize("policy", [None, RoutingPolicy.SCORE, RoutingPolicy.COST])
+def test_every_policy_is_accepted(policy: RoutingPolicy | None):
+    assert RoutingPreferences(routing_policy=policy).routing_policy is policy
+
+
+@pytest.mark.parametrize(
+    ("changes", "message_has"),
+    [
+        ({"preferred_brokers": ("ftx",)}, "unknown brokers ['ftx'] in preferred_brokers"),
+        ({"blocked_brokers": ("kraken", "mtgox")}, "unknown brokers ['mtgox'] in blocked_brokers"),
+        ({"blocked_brokers": ("Kraken",)}, "unknown brokers ['Kraken']"),
+        ({"blocked_brokers": (None,)}, "unknown brokers [None]"),
+        ({"preferred_brokers": "kraken"}, "preferred_brokers must be a sequence of broker names"),
+        ({"blocked_brokers": None}, "blocked_brokers must be a sequence of broker names"),
+        (
+            {"preferred_brokers": ("kraken", "coinbase"), "blocked_brokers": ("kraken", "binance")},
+            "brokers ['kraken'] are both preferred and blocked",
+        ),
+        ({"routing_policy": "cost"}, "routing_policy must be a RoutingPolicy or None"),
+        ({"routing_policy": 2}, "routing_policy must be a RoutingPolicy or None"),
+        ({"max_slippage_bps": -1}, "max_slippage_bps"),
+        ({"max_slippage_bps": MAX_SLIPPAGE_BPS + 1}, "max_slippage_bps"),
+        ({"max_slippage_bps": 2**32}, "max_slippage_bps"),
+        ({"max_slippage_bps": 1.5}, "max_slippage_bps"),
+        ({"max_slippage_bps": "50"}, "max_slippage_bps"),
+        ({"max_slippage_bps": True}, "max_slippage_bps"),
+        ({"max_slippage_bps": None}, "max_slippage_bps"),
+    ],
+)
+def test_malformed_preferences_are_refused(changes: dict[str, object], message_has: str):
+    with pytest.raises(BadPermissions) as err:
+        RoutingPreferences(**changes)  # type: ignore[arg-type]
+    assert message_has in str(err.value)
+
+
+@pytest.mark.parametrize("preferences", [None, {}, {"preferred_brokers": ("kraken",)}])
+def test_permissions_refuse_preferences_of_the_wrong_type(preferences: object):
+    with pytest.raises(BadPermissions, match="preferences must be RoutingPreferences"):
+        user(preferences=preferences)
+
+
+def test_allowed_brokers_as_a_lone_string_is_refused():
+    with pytest.raises(BadPermissions, match="allowed_brokers must be a sequence"):
+        user(allowed_brokers="kraken")
+
+
+def test_demo_users_preferences():
+    assert ALICE.preferences == RoutingPreferences()
+    assert BOB.preferences == RoutingPreferences(preferred_brokers=("kraken",))
+    assert CAROL.preferences == RoutingPreferences()
+    assert DAVE.preferences == RoutingPreferences(routing_policy=RoutingPolicy.COST, max_slippage_bps=50)
+    # Their other fields are as before the preferences existed.
+    assert (BOB.enabled, BOB.allowed_brokers, BOB.allowed_pairs, BOB.max_order_size_usd) == (
+        True, ("coinbase", "kraken"), (), Decimal("5000")
+    )
+    assert (DAVE.enabled, DAVE.allowed_brokers, DAVE.allowed_pairs, DAVE.max_order_size_usd) == (
+        True, tuple(sorted(BROKERS)), ("BTC-USD", "ETH-USD"), Decimal("1000")
+    )
+
+
+# Routing preferences: the check.
+
+
+def test_allowed_decision_carries_the_preferences():
+    prefs = RoutingPreferences(
+        preferred_brokers=("kraken",), routing_policy=RoutingPolicy.SCORE, max_slippage_bps=25
+    )
+    decision = check_trade(user(preferences=prefs), trade("erin"))
+    assert decision == Decision(allowed=True, brokers=("coinbase", "kraken"), preferences=prefs)
+
+
+@pytest.mark.parametrize(("demo", "user_id"), [(ALICE, "alice"), (BOB, "bob"), (DAVE, "dave")])
+def test_demo_decisions_carry_the_demo_preferences(demo: UserPermissions, user_id: str):
+    assert check_trade(demo, trade(user_id)).preferences == demo.preferences
+
+
+def test_blocked_brokers_are_removed_from_the_decision():
+    prefs = RoutingPreferences(blocked_brokers=("kraken",), preferred_brokers=("coinbase",))
+    decision = check_trade(user(allowed_brokers=BROKERS, preferences=prefs), trade("erin"))
+    assert decision.allowed
+    assert decision.brokers == ("alpaca", "binance", "coinbase")
+    assert decision.preferences == prefs
+
+
+def test_blocking_a_broker_that_is_not_allowed_changes_nothing():
+    prefs = RoutingPreferences(blocked_brokers=("alpaca", "binance"))
+    decision = check_trade(user(preferences=prefs), trade("erin"))
+    assert decision.allowed
+    assert decision.brokers == ("coinbase", "kraken")
+
+
+def test_every_allowed_broker_blocked_is_denied_naming_them():
+    prefs = RoutingPreferences(blocked_brokers=("alpaca", "coinbase", "kraken"))
+    decision = check_trade(user(preferences=prefs), trade("erin"))
+    assert decision == Decision(
+        allowed=False,
+        reason="every broker allowed for user erin is blocked by the user's routing preferences "
+        "(blocked: coinbase, kraken)",
+        code=Denial.NO_ALLOWED_BROKER,
+    )
+    # Denials carry neither brokers nor preferences.
+    assert decision.brokers == ()
+    assert decision.preferences == RoutingPreferences()
+
+
+def test_no_allowed_broker_keeps_its_own_reason_when_some_are_blocked():
+    prefs = RoutingPreferences(blocked_brokers=("kraken",))
+    decision = check_trade(user(allowed_brokers=(), preferences=prefs), trade("erin"))
+    assert decision.code is Denial.NO_ALLOWED_BROKER
+    assert decision.reason == "no broker allowed for user erin"
+
+
+@pytest.mark.parametrize(
+    ("changes", "request_", "code"),
+    [
+        ({"enabled": False}, trade("erin"), Denial.USER_DISABLED),
+        ({"allowed_pairs": ("ETH-USD",)}, trade("erin", "BTC-USD"), Denial.PAIR_NOT_ALLOWED),
+        ({}, trade("erin", size="1000.01"), Denial.SIZE_ABOVE_MAX),
+    ],
+)
+def test_all_blocked_is_checked_last(changes: dict[str, object], request_: TradeRequest, code: Denial):
+    prefs = RoutingPreferences(blocked_brokers=BROKERS)
+    assert check_trade(user(preferences=prefs, **changes), request_).code is code

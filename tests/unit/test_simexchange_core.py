@@ -6,6 +6,7 @@ import itertools
 import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from services.simexchange.core import (
     UnknownBroker,
     UnknownPair,
 )
-from services.simexchange.listings import ASSETS, QUOTE_FUNDING
+from services.simexchange.listings import ASSETS, QUOTE_FUNDING, FeeSchedule
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 BROKERS = ("coinbase", "kraken", "binance", "alpaca")
@@ -94,6 +95,24 @@ def test_fee_schedules(ex: SimExchange) -> None:
     for broker in BROKERS:
         fees = ex.fees(broker)
         assert (fees.maker, fees.taker) == (Decimal(MAKER[broker]), Decimal(TAKER[broker]))
+
+
+def test_withdrawal_fees_are_small_positive_and_differ_per_broker(ex: SimExchange) -> None:
+    btc = {b: {m.pair: m for m in ex.markets(b)}["BTC-USD"].withdrawal_fee for b in BROKERS}
+    assert btc == {
+        "binance": Decimal("0.0002"),
+        "kraken": Decimal("0.00015"),
+        "coinbase": Decimal("0.00005"),  # the network fee only
+        "alpaca": Decimal("0.0001"),
+    }
+    by_base: dict[str, list[Decimal]] = {}
+    for broker in BROKERS:
+        for m in ex.markets(broker):
+            # A flat fee per withdrawal: worth a few dollars, never a share of the account.
+            assert 0 < m.withdrawal_fee * ex.reference_price(m.base) < 20, (broker, m.pair)
+            by_base.setdefault(m.base, []).append(m.withdrawal_fee)
+    for base, fees in by_base.items():
+        assert len(set(fees)) == len(fees), base
 
 
 def test_unknown_broker_and_pair(ex: SimExchange) -> None:
@@ -430,3 +449,64 @@ def test_ids_are_unique_and_carry_the_session(ex: SimExchange) -> None:
     assert len(set(trade_ids)) == len(trade_ids)
     assert a.venue_order_id != b.venue_order_id
     assert all(i.startswith("t-") for i in (*trade_ids, a.venue_order_id))
+
+
+# --- overrides --------------------------------------------------------------------------------
+
+
+def _exchange(clock: FakeClock, **overrides: Any) -> SimExchange:
+    return SimExchange(rng=random.Random(7), clock=clock, volatility_bps=0.0, session="t", **overrides)
+
+
+def test_fee_overrides_replace_the_listed_schedule(clock: FakeClock) -> None:
+    near_equal = {
+        "binance": FeeSchedule(Decimal("0.001"), Decimal("0.001")),
+        "kraken": FeeSchedule(Decimal("0.001"), Decimal("0.0011")),
+    }
+    ex = _exchange(clock, fee_overrides=near_equal)
+
+    assert ex.fees("binance") == near_equal["binance"] and ex.fees("kraken") == near_equal["kraken"]
+    assert ex.fees("coinbase") == FeeSchedule(Decimal(MAKER["coinbase"]), Decimal(TAKER["coinbase"]))
+    done = ex.place_order("kraken", "a", order("BTC-USD", Side.BUY, "0.5"))
+    assert done.fills and all(f.fee == f.price * f.quantity * Decimal("0.0011") for f in done.fills)
+    # A resting buy locks room for the overridden taker fee.
+    ex.place_order("kraken", "a", order("BTC-USD", Side.BUY, "1", "50000"))
+    assert balance(ex, "kraken", "a", "USD")[1] == 50000 * Decimal("1.0011")
+
+
+def test_depth_overrides_scale_only_their_brokers_books(clock: FakeClock) -> None:
+    listed = _exchange(clock)
+    scaled = _exchange(clock, depth_overrides={"alpaca": Decimal("0.05"), "kraken": Decimal(2)})
+
+    def side_usd(ex: SimExchange, broker: str) -> Decimal:
+        return sum(lv.price * lv.quantity for lv in ex.book(broker, "BTC-USD").asks)
+
+    # Same seed, same draws: the books differ only by the multiplier (and lot rounding).
+    assert Decimal("0.049") < side_usd(scaled, "alpaca") / side_usd(listed, "alpaca") < Decimal("0.051")
+    assert Decimal("1.99") < side_usd(scaled, "kraken") / side_usd(listed, "kraken") < Decimal("2.01")
+    assert scaled.book("binance", "BTC-USD") == listed.book("binance", "BTC-USD")
+    thin = scaled.book("alpaca", "BTC-USD")
+    assert [lv.price for lv in thin.asks] == [lv.price for lv in listed.book("alpaca", "BTC-USD").asks]
+    # Too thin for a $10k market buy: the walk runs out and the rest is cancelled.
+    done = scaled.place_order("alpaca", "a", order("BTC-USD", Side.BUY, "0.17"))
+    assert done.state is OrderState.CANCELLED and done.filled_quantity == sum(lv.quantity for lv in thin.asks)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"fee_overrides": {"ftx": FeeSchedule(Decimal(0), Decimal(0))}}, UnknownBroker),
+        ({"depth_overrides": {"ftx": Decimal(1)}}, UnknownBroker),
+        ({"fee_overrides": {"binance": FeeSchedule(Decimal("0.002"), Decimal("0.001"))}}, ValueError),
+        ({"fee_overrides": {"binance": FeeSchedule(Decimal("-0.001"), Decimal("0.001"))}}, ValueError),
+        ({"fee_overrides": {"binance": FeeSchedule(Decimal("0.001"), Decimal(1))}}, ValueError),
+        ({"depth_overrides": {"alpaca": Decimal(0)}}, ValueError),
+        ({"depth_overrides": {"alpaca": Decimal(-1)}}, ValueError),
+        ({"depth_overrides": {"alpaca": Decimal("Infinity")}}, ValueError),
+    ],
+)
+def test_bad_overrides_fail_at_construction(
+    clock: FakeClock, overrides: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        _exchange(clock, **overrides)

@@ -153,6 +153,8 @@ class SimVenue:
                 lot_size=Decimal(m.lot_size),
                 min_quantity=Decimal(m.min_quantity),
                 min_notional=Decimal(m.min_notional),
+                # An older exchange leaves it empty: it said nothing, which Market reads as 0.
+                withdrawal_fee=Decimal(m.withdrawal_fee or "0"),
             )
             for m in response.markets
         }
