@@ -75,7 +75,8 @@ async def start_mesh(
     router: dict[str, str] | None = None,
 ) -> InProcessMesh:
     servers: dict[str, RunningServer] = {}
-    servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", **(sim or {})})
+    # Fast ticks for quick tests, with calm prices so marketable limit orders do fill.
+    servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", "volatility_bps": "0.5", **(sim or {})})
     db = tmp / "aggregator.db"
     servers["aggregator"] = await _start(aggregator_app, {"database_path": str(db)})
     servers["permission"] = await _start(permission_app, {"database_path": str(tmp / "permission.db")})
