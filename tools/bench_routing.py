@@ -23,6 +23,7 @@ import time
 from decimal import Decimal
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nija.common.v1 import common_pb2
 from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
@@ -100,6 +101,22 @@ async def bench_rpc(router: str, count: int, concurrency: int) -> list[int]:
     return samples
 
 
+async def bench_health(target: str, count: int, concurrency: int) -> list[int]:
+    samples: list[int] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        counter = iter(range(count))
+
+        async def worker() -> None:
+            for _ in counter:
+                started = time.perf_counter_ns()
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                samples.append(time.perf_counter_ns() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=20000)
@@ -113,6 +130,9 @@ def main() -> None:
             bench_decision(snaps, 500)  # warm-up
             print(f"pure routing decision (4 brokers, live books, 1 in 4 with split planning):\n  "
                   f"{percentiles(bench_decision(snaps, args.decisions))}")
+            floor = asyncio.run(bench_health(targets["router"], args.rpcs, args.concurrency))
+            print(f"baseline: grpc.health Check on the same router process ({args.concurrency} concurrent), "
+                  f"the floor of any RPC there:\n  {percentiles(floor)}")
             asyncio.run(bench_rpc(targets["router"], 500, args.concurrency))  # warm-up
             started = time.monotonic()
             samples = asyncio.run(bench_rpc(targets["router"], args.rpcs, args.concurrency))

@@ -61,6 +61,7 @@ async def _burst(targets: dict[str, str], count: int) -> tuple[list, dict[str, i
 
     watchers = [asyncio.create_task(watch(b)) for b in peak]
     async with grpc.aio.insecure_channel(targets["router"]) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 30)  # connected before the burst starts
         stub = router_pb2_grpc.RouterServiceStub(channel)
 
         async def one(i: int) -> list[common_pb2.ExecutionUpdate]:
