@@ -148,9 +148,6 @@ class RouterEngine:
         )
         return Prepared(signal, pb_signal, choices, plan)
 
-    async def quote(self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None) -> Prepared:
-        return await self.prepare(pb_signal, time_remaining)
-
     # ---- submit --------------------------------------------------------------------------------
 
     async def submit(
@@ -184,11 +181,10 @@ class RouterEngine:
         pb_signal: common_pb2.TradeSignal,
         routes: list[Route],
         stream_timeout: float,
-        route_pb_override: common_pb2.RouteDecision | None = None,
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         refusals: list[str] = []
         for route in routes[: self._config.max_attempts]:
-            route_msg = route_pb_override or route_pb(route)
+            route_msg = route_pb(route)
             routing = await self._ledger.record(self._routing_update(signal, route.broker, route_msg))
             yield routing
             outcome = None

@@ -33,7 +33,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.QuoteRouteResponse:
         if not request.HasField("signal"):
             raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
-        prepared = await self._engine.quote(request.signal, context.time_remaining())
+        prepared = await self._engine.prepare(request.signal, context.time_remaining())
         plan = prepared.plan
         response = router_pb2.QuoteRouteResponse(
             routable=plan.routable, brokers=[_quote_pb(q) for q in plan.quotes]

@@ -63,6 +63,15 @@ async def _burst(targets: dict[str, str], count: int) -> tuple[list, dict[str, i
     async with grpc.aio.insecure_channel(targets["router"]) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)  # connected before the burst starts
         stub = router_pb2_grpc.RouterServiceStub(channel)
+        probe = common_pb2.TradeSignal(signal_id="probe", user_id="alice", pair="XRP-USD", side=common_pb2.SIDE_BUY,
+                                       size_usd="20", signal_type=common_pb2.SIGNAL_TYPE_ENTRY)
+        for _ in range(100):  # the precondition: all three listed brokers eligible
+            quote = await stub.QuoteRoute(router_pb2.QuoteRouteRequest(signal=probe), timeout=10)
+            if sum(b.eligible for b in quote.brokers) == 3:
+                break
+            await asyncio.sleep(0.1)
+        print("\nbefore the burst: " + "; ".join(
+            f"{b.broker} {b.score.total:.1f} {b.exclusion}".strip() for b in quote.brokers))
 
         async def one(i: int) -> list[common_pb2.ExecutionUpdate]:
             pb = common_pb2.TradeSignal(signal_id=f"burst-{i}", user_id="alice", pair="XRP-USD",
