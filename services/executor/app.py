@@ -111,6 +111,9 @@ class ExecutorApp:
                 await self._health.set_serving(serving)
             await asyncio.sleep(self.config.info_refresh_s)
 
+    async def drain(self, grace_s: float) -> None:
+        await self.engine.drain(grace_s)
+
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()

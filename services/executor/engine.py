@@ -147,6 +147,8 @@ class _Job:
         self.venue_order_id = ""
         self.released = ""
         self.status = Status.PENDING
+        # Set when the executor shuts down: a resting order is cancelled instead of waited for.
+        self.wind_down = False
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -217,6 +219,7 @@ class ExecutorEngine:
         self._successful = 0
         self.version = 0
         self._changed = asyncio.Event()
+        self._draining = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -234,6 +237,24 @@ class ExecutorEngine:
             asyncio.create_task(self._worker(), name=f"{self.broker}-worker-{i}")
             for i in range(self._config.concurrency)
         ]
+
+    async def drain(self, grace_s: float) -> None:
+        """Shutting down: refuse new orders, hand queued ones back to their routers (nothing was
+        sent for them), let running ones finish; those still resting when half the grace is
+        gone are cancelled at the venue and end CANCELLED, so no caller is left waiting."""
+        self._draining = True
+        while (job := self._queue.pop()) is not None:
+            self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
+            job.release(f"{self.broker} executor is shutting down")
+        self._touch()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s / 2
+        while self._active and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for job in list(self._jobs.values()):
+            job.wind_down = True
+        while self._active and loop.time() < deadline + grace_s / 4:
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -329,6 +350,8 @@ class ExecutorEngine:
     async def _admit(self, signal: Signal, method: ExecutionMethod, priority: int) -> _Job:
         if not self.ready:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "NOT_READY", f"{self.broker} markets not loaded yet")
+        if self._draining:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "DRAINING", f"{self.broker} executor is shutting down")
         if self.breaker.state is BreakerState.OPEN:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE, "BREAKER_OPEN", f"{self.broker} circuit breaker is OPEN"
@@ -514,17 +537,21 @@ class ExecutorEngine:
             await self._absorb(job, report, last_leg)
             if report.state.done or job.done:
                 return
-            if self._clock() >= give_up_at:
+            if self._clock() >= give_up_at or job.wind_down:
                 report = await self._venue_call(
                     self._venue.cancel_order(account, job.signal.pair, report.client_order_id),
                     "cancel order",
                 )
                 await self._absorb(job, report, last_leg)
                 if not job.done:
+                    why = (
+                        f"{self.broker} executor shutting down"
+                        if job.wind_down
+                        else f"limit order not filled within {self._config.limit_timeout_s:g}s"
+                    )
                     raise _LegOutcome(
                         Status.CANCELLED,
-                        f"limit order not filled within {self._config.limit_timeout_s:g}s; filled "
-                        f"{fmt(job.filled_quantity)} of {fmt(job.order_quantity)}",
+                        f"{why}; filled {fmt(job.filled_quantity)} of {fmt(job.order_quantity)}",
                     )
                 return
             await self._sleep(self._config.order_poll_s)

@@ -142,9 +142,13 @@ async def test_stopped_executor_is_routed_around_with_no_client_failures_and_com
         "aggregator_target": mesh.servers["aggregator"].target, **FAST_EXECUTOR,
     })
     mesh.servers["executor-binance"] = await RunningServer(executor_app.build_app(config), Listen(port=port)).start()
-    elapsed = await wait_route(mesh, pb, lambda r: r.route.broker == "binance", timeout_s=10)
+    elapsed = await wait_route(
+        mesh, pb, lambda r: next(b.eligible for b in r.brokers if b.broker == "binance"), timeout_s=10
+    )
     print(f"binance readmitted {elapsed * 1000:.0f} ms after restart")
-    updates = await mesh.submit(signal(signal_id="after-restart", usd="120"))
+    # Readmitted means routable again: a signal that only binance may take goes there.
+    only_binance = signal(signal_id="after-restart", pair="BNB-USD", usd="120")
+    updates = await mesh.submit(only_binance)
     assert updates[1].broker == "binance" and status_name(updates[-1].status) == "filled"
 
 

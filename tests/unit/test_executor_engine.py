@@ -330,3 +330,34 @@ async def test_order_sent_then_exchange_lost_fails_and_is_not_handed_back():
     assert "unknown outcome" in updates[-1].reason
     assert venue.create_calls == 1
     await engine.stop()
+
+
+async def test_drain_hands_back_queued_orders_and_cancels_resting_ones():
+    venue, ledger = ScriptedVenue(), MemoryLedger()
+    config = ExecutionConfig(concurrency=1, limit_offset_bps=Decimal(-100), limit_timeout_s=600, order_poll_s=0.01)
+    engine = ExecutorEngine("binance", venue, ledger, config)  # real clock: the order really rests
+    await engine.load_markets()
+    engine.start_workers()
+    # The one worker is busy with a limit order that rests (priced under the ask)...
+    resting = asyncio.create_task(run(engine, signal(sid="resting"), method=ExecutionMethod.LIMIT))
+    await asyncio.sleep(0.05)
+    # ...so this one waits in the queue.
+    queued: list = []
+
+    async def follow_queued():
+        async for update in engine.execute(signal(sid="queued"), ExecutionMethod.MARKET, 3):
+            queued.append(update)
+
+    waiting = asyncio.create_task(follow_queued())
+    await asyncio.sleep(0.05)
+    await engine.drain(grace_s=1.0)
+    with pytest.raises(ServiceError) as handed_back:
+        await waiting
+    assert handed_back.value.reason == "NOT_SENT" and statuses(queued) == [Status.QUEUED]
+    updates = await resting
+    assert statuses(updates)[-1] is Status.CANCELLED and "shutting down" in updates[-1].reason
+    assert all(o.state is OrderState.CANCELLED for o in venue.orders.values())
+    with pytest.raises(ServiceError) as refused:
+        await run(engine, signal(sid="late"))
+    assert refused.value.reason == "DRAINING"
+    await engine.stop()
