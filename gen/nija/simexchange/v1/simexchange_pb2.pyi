@@ -43,14 +43,24 @@ ORDER_STATE_FILLED: OrderState
 ORDER_STATE_CANCELLED: OrderState
 
 class SetFaultRequest(_message.Message):
-    __slots__ = ("broker", "mode", "latency_ms")
+    __slots__ = ("broker", "mode", "latency_ms", "error_rate", "lose_response_rate", "rate_limit_rate", "retry_after_ms", "seed")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    LOSE_RESPONSE_RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     broker: str
     mode: FaultMode
     latency_ms: int
-    def __init__(self, broker: _Optional[str] = ..., mode: _Optional[_Union[FaultMode, str]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+    error_rate: float
+    lose_response_rate: float
+    rate_limit_rate: float
+    retry_after_ms: int
+    seed: int
+    def __init__(self, broker: _Optional[str] = ..., mode: _Optional[_Union[FaultMode, str]] = ..., latency_ms: _Optional[int] = ..., error_rate: _Optional[float] = ..., lose_response_rate: _Optional[float] = ..., rate_limit_rate: _Optional[float] = ..., retry_after_ms: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class SetFaultResponse(_message.Message):
     __slots__ = ()
