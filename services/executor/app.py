@@ -39,6 +39,7 @@ class Config:
     # Pushed info changes are coalesced to at most one push per this interval.
     info_min_push_s: float = 0.05
     max_queue_size: int = 1000
+    max_queue_per_user: int = 500
     concurrency: int = 16
     limit_offset_bps: Decimal = Decimal(5)
     limit_timeout_s: float = 30.0
@@ -57,6 +58,7 @@ class Config:
     def execution(self) -> ExecutionConfig:
         return ExecutionConfig(
             max_queue_size=self.max_queue_size,
+            max_queue_per_user=self.max_queue_per_user,
             concurrency=self.concurrency,
             limit_offset_bps=self.limit_offset_bps,
             limit_timeout_s=self.limit_timeout_s,

@@ -34,7 +34,7 @@ from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
-from services.domain.work_queue import PriorityWorkQueue, QueueFull
+from services.domain.work_queue import FairQueue, QueueFull
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
@@ -72,6 +72,7 @@ class UpdateRecorder(Protocol):
 @dataclasses.dataclass(frozen=True)
 class ExecutionConfig:
     max_queue_size: int = 1000
+    max_queue_per_user: int = 500
     concurrency: int = 16
     # Marketable limit orders cross the touch by this much; the rest rests at the limit.
     limit_offset_bps: Decimal = Decimal(5)
@@ -207,7 +208,7 @@ class ExecutorEngine:
         self._sleep = sleep
         self.breaker = CircuitBreaker(clock, config.breaker_failures, config.breaker_open_s)
         self._latency = LatencyAverage()
-        self._queue: PriorityWorkQueue[_Job] = PriorityWorkQueue(config.max_queue_size)
+        self._queue: FairQueue[_Job] = FairQueue(config.max_queue_size, config.max_queue_per_user)
         self._work_ready = asyncio.Semaphore(0)
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._markets: dict[str, Market] = {}
@@ -243,7 +244,7 @@ class ExecutorEngine:
         sent for them), let running ones finish; those still resting when half the grace is
         gone are cancelled at the venue and end CANCELLED, so no caller is left waiting."""
         self._draining = True
-        while (job := self._queue.pop()) is not None:
+        for job in self._queue.drain():
             self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
             job.release(f"{self.broker} executor is shutting down")
         self._touch()
@@ -358,23 +359,21 @@ class ExecutorEngine:
             )
         if signal.pair not in self._markets:
             raise precondition("PAIR_NOT_LISTED", f"{signal.pair} is not listed on {self.broker}")
-        if len(self._queue) >= self._queue.max_size:
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "QUEUE_FULL",
-                f"{self.broker} queue is full ({self._queue.max_size})",
-            )
+        try:
+            self._queue.check_room(signal.user_id)  # refuse before anything is recorded
+        except QueueFull as exc:
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, f"{self.broker}: {exc}") from None
         key = (signal.user_id, signal.signal_id)
         job = _Job(signal, method, priority)
         self._jobs[key] = job
         try:
             await self._emit(job, Status.QUEUED, reason=f"queued on {self.broker} (priority {priority})")
-            self._queue.push(job, priority)
+            self._queue.push(signal.user_id, job, priority)
             self._touch()
         except (ServiceError, QueueFull) as exc:
             self._jobs.pop(key, None)
             if isinstance(exc, QueueFull):
-                raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL", str(exc)) from None
+                raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, f"{self.broker}: {exc}") from None
             raise
         self._work_ready.release()
         return job

@@ -8,7 +8,7 @@ from services.domain.money import BadDecimal, floor_to_step, fmt, parse_decimal,
 from services.domain.performance import LatencyAverage, PairPerformance
 from services.domain.signal import SignalProblem, check_id, check_pair, check_size
 from services.domain.states import TERMINAL, IllegalTransition, Status, check_transition
-from services.domain.work_queue import PriorityWorkQueue, QueueFull
+from services.domain.work_queue import FairQueue, QueueFull
 
 
 @pytest.mark.parametrize("text", ["", " 5", "5 ", "5\n", "NaN", "nan", "inf", "-Infinity", "1e5", "abc", "1.2.3", "0x10", "1_000", "+5"])
@@ -105,14 +105,42 @@ def test_success_resets_the_consecutive_count():
     assert breaker.state is BreakerState.CLOSED
 
 
-def test_priority_queue_order_and_cap():
-    queue = PriorityWorkQueue[str](max_size=4)
+def test_queue_priority_first_then_fifo():
+    queue = FairQueue[str](max_size=10, max_per_user=10)
     for item, prio in [("entry-1", 3), ("stop", 1), ("entry-2", 3), ("exit", 2)]:
-        queue.push(item, prio)
-    with pytest.raises(QueueFull):
-        queue.push("x", 1)
-    assert [queue.pop() for _ in range(4)] == ["stop", "exit", "entry-1", "entry-2"]
+        queue.push("alice", item, prio)
+    assert queue.drain() == ["stop", "exit", "entry-1", "entry-2"]
     assert queue.pop() is None
+
+
+def test_queue_round_robin_across_users_within_a_priority():
+    queue = FairQueue[str](max_size=1000, max_per_user=1000)
+    for i in range(500):
+        queue.push("a", f"a{i}", 3)
+    for i in range(5):
+        queue.push("b", f"b{i}", 3)
+    queue.push("c", "c-stop", 1)
+    order = queue.drain()
+    assert order[0] == "c-stop"
+    assert order[1:11] == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]
+    assert order[11:] == [f"a{i}" for i in range(5, 500)]
+
+
+def test_queue_caps_per_user_and_overall():
+    queue = FairQueue[str](max_size=4, max_per_user=2)
+    queue.push("a", "a0", 3)
+    queue.push("a", "a1", 3)
+    with pytest.raises(QueueFull) as info:
+        queue.push("a", "a2", 3)
+    assert info.value.reason == "USER_QUEUE_FULL"
+    queue.push("b", "b0", 3)
+    queue.push("c", "c0", 3)
+    with pytest.raises(QueueFull) as info:
+        queue.push("d", "d0", 1)
+    assert info.value.reason == "QUEUE_FULL"
+    assert (len(queue), queue.depth_of("a"), queue.depth_of("d")) == (4, 2, 0)
+    queue.pop()
+    queue.push("d", "d0", 1)  # room again
 
 
 def test_client_order_ids_deterministic_and_distinct():

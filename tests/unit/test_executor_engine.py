@@ -8,11 +8,10 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from nija.common.v1 import common_pb2
 
 from services.domain.breaker import BreakerState
 from services.domain.signal import ExecutionMethod, Side, Signal, SignalType
-from services.domain.states import Status, check_transition
+from services.domain.states import Status
 from services.executor.engine import ExecutionConfig, ExecutorEngine
 from services.executor.venues.base import (
     BookLevel,
@@ -31,6 +30,7 @@ from services.executor.venues.base import (
 )
 from services.runtime.errors import ServiceError
 from services.runtime.wire import STATUS_FROM_PB
+from tests.fakes import MemoryLedger
 
 MARKET = Market("BTC-USD", "BTC", "USD", Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"), Decimal(10))
 ASK, BID = Decimal(60000), Decimal(59990)
@@ -102,25 +102,6 @@ class ScriptedVenue:
 
     async def close(self):
         pass
-
-
-class MemoryLedger:
-    """Checks every transition like the aggregator does and assigns per-user sequences."""
-
-    def __init__(self) -> None:
-        self.updates: list[common_pb2.ExecutionUpdate] = []
-        self.state: dict[str, Status] = {}
-
-    async def record(self, update):
-        status = STATUS_FROM_PB[update.status]
-        current = self.state.get(update.signal_id, Status.ROUTING)
-        check_transition(current, status)
-        self.state[update.signal_id] = status
-        stored = common_pb2.ExecutionUpdate()
-        stored.CopyFrom(update)
-        stored.sequence = len(self.updates) + 1
-        self.updates.append(stored)
-        return stored
 
 
 class FakeTime:
