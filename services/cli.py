@@ -126,7 +126,12 @@ class Mesh:
                 Child(
                     f"executor-{broker}",
                     "executor",
-                    {"broker": broker, "simexchange_target": sim.target, "aggregator_target": aggregator.target},
+                    {
+                        "broker": broker,
+                        "simexchange_target": sim.target,
+                        "aggregator_target": aggregator.target,
+                        "journal_path": str(self.data_dir / f"executor-{broker}.journal.db"),
+                    },
                 )
             )
             for broker in BROKERS

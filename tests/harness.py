@@ -87,6 +87,7 @@ async def start_mesh(
                 "broker": broker,
                 "simexchange_target": servers["simexchange"].target,
                 "aggregator_target": servers["aggregator"].target,
+                "journal_path": str(tmp / f"executor-{broker}.journal.db"),
                 **FAST_EXECUTOR,
                 **(executor or {}),
             },

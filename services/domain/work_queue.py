@@ -69,6 +69,10 @@ class FairQueue(Generic[T]):
 
     def push(self, user: str, item: T, priority: int) -> None:
         self.check_room(user)
+        self.push_recovered(user, item, priority)
+
+    def push_recovered(self, user: str, item: T, priority: int) -> None:
+        """Queue without the caps: work an executor already accepted before a restart."""
         self._levels.setdefault(priority, _Level()).push(user, item)
         self._size += 1
         self._per_user[user] = self._per_user.get(user, 0) + 1

@@ -15,6 +15,7 @@ from services.aggregator.client import LedgerClient
 from services.domain.breaker import BreakerState
 from services.domain.brokers import BROKERS
 from services.executor.engine import ExecutionConfig, ExecutorEngine
+from services.executor.journal import Journal
 from services.executor.servicer import ExecutorServicer
 from services.executor.venues.base import Venue, VenueError
 from services.runtime.config import ConfigError
@@ -32,6 +33,8 @@ class Config:
     venue: str = "sim"
     simexchange_target: str = "127.0.0.1:50070"
     aggregator_target: str = "127.0.0.1:50053"
+    # The in-flight journal (default var/executor-<broker>.journal.db).
+    journal_path: str = ""
     venue_timeout_s: float = 5.0
     ledger_timeout_s: float = 5.0
     # How often the books behind the executor info (liquidity, best prices) are re-read.
@@ -83,7 +86,10 @@ class ExecutorApp:
         self.config = config
         self._ledger = LedgerClient(config.aggregator_target, timeout_s=config.ledger_timeout_s)
         self._venue = make_venue(config)
-        self.engine = ExecutorEngine(config.broker, self._venue, self._ledger, config.execution())
+        self._journal = Journal(config.journal_path or f"var/executor-{config.broker}.journal.db")
+        self.engine = ExecutorEngine(
+            config.broker, self._venue, self._ledger, config.execution(), journal=self._journal
+        )
         self.servicer = ExecutorServicer(self.engine, config.info_min_push_s)
         self._health: Health | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -95,6 +101,7 @@ class ExecutorApp:
         self._health = health
         log.info("executor config", extra={"config": dataclasses.asdict(self.config)})
         await health.set_serving(False)  # until the venue's markets are loaded
+        await self._journal.open()
         self.engine.start_workers()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="executor-refresh")
 
@@ -105,6 +112,7 @@ class ExecutorApp:
             try:
                 if not self.engine.ready:
                     await self.engine.load_markets()
+                    await self.engine.recover()
                 await self.engine.refresh_quotes()
             except VenueError as exc:
                 log.warning("venue not reachable", extra={"error": repr(exc)})
@@ -124,6 +132,7 @@ class ExecutorApp:
         await self.engine.stop()
         await self._venue.close()
         await self._ledger.close()
+        await self._journal.close()
 
 
 def build_app(config: Config) -> ExecutorApp:

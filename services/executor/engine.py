@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -35,6 +36,7 @@ from services.domain.performance import LatencyAverage
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
 from services.domain.work_queue import FairQueue, QueueFull
+from services.executor.journal import Journal
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
@@ -55,7 +57,7 @@ from services.executor.venues.base import (
     VenueError,
 )
 from services.runtime.errors import ServiceError, precondition
-from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb
+from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb, signal_from_pb, signal_to_pb
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,8 @@ class _Job:
         self.status = Status.PENDING
         # Set when the executor shuts down: a resting order is cancelled instead of waited for.
         self.wind_down = False
+        # After a restart: the venue orders this job had already sent (or was sending), by leg.
+        self.recovered: dict[int, OrderRequest] = {}
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -199,8 +203,12 @@ class ExecutorEngine:
         config: ExecutionConfig,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        journal: Journal | None = None,
     ) -> None:
         self.broker = broker
+        self._journal = journal
+        # Update ids carry this run's id: a restarted executor never reuses an earlier run's ids.
+        self._run_id = secrets.token_hex(4)
         self._venue = venue
         self._ledger = ledger
         self._config = config
@@ -247,6 +255,7 @@ class ExecutorEngine:
         for job in self._queue.drain():
             self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
             job.release(f"{self.broker} executor is shutting down")
+            await self._forget(job)
         self._touch()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s / 2
@@ -256,6 +265,39 @@ class ExecutorEngine:
             job.wind_down = True
         while self._active and loop.time() < deadline + grace_s / 4:
             await asyncio.sleep(0.02)
+
+    async def recover(self) -> int:
+        """After a restart: queue again every job the journal holds. Legs already sent are looked
+        up by client order id before anything is sent (filled while we were down: the fills are
+        recorded; never placed: sent now under the same id; open: followed). Returns the count."""
+        if self._journal is None:
+            return 0
+        pending = await self._journal.pending()
+        for entry in pending:
+            signal = signal_from_pb(entry.signal)
+            key = (signal.user_id, signal.signal_id)
+            if key in self._jobs:
+                continue
+            job = _Job(signal, entry.method, entry.priority)
+            job.recovered = dict(entry.legs)
+            job.status = Status.EXECUTING if entry.legs else Status.QUEUED
+            self._jobs[key] = job
+            if not entry.legs:
+                # The crash may have come between the journal and the ledger's QUEUED.
+                await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
+            self._queue.push_recovered(signal.user_id, job, entry.priority)
+            self._work_ready.release()
+        if pending:
+            log.warning("recovered in-flight orders", extra={"broker": self.broker, "count": len(pending)})
+            self._touch()
+        return len(pending)
+
+    async def _emit_if_legal(self, job: _Job, status: Status, reason: str) -> None:
+        try:
+            await self._emit(job, status, reason)
+        except ServiceError as exc:
+            if exc.reason != "ILLEGAL_TRANSITION":
+                raise
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -367,11 +409,14 @@ class ExecutorEngine:
         job = _Job(signal, method, priority)
         self._jobs[key] = job
         try:
+            if self._journal is not None:
+                await self._journal.admit(signal_to_pb(signal), method, priority)
             await self._emit(job, Status.QUEUED, reason=f"queued on {self.broker} (priority {priority})")
             self._queue.push(signal.user_id, job, priority)
             self._touch()
         except (ServiceError, QueueFull) as exc:
             self._jobs.pop(key, None)
+            await self._forget(job)
             if isinstance(exc, QueueFull):
                 raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, f"{self.broker}: {exc}") from None
             raise
@@ -389,6 +434,7 @@ class ExecutorEngine:
             try:
                 if not self.breaker.allow():
                     job.release(f"{self.broker} circuit breaker is {self.breaker.state.value}")
+                    await self._forget(job)
                     continue
                 await self._run(job)
             except asyncio.CancelledError:
@@ -437,6 +483,7 @@ class ExecutorEngine:
             if job.status is Status.QUEUED:
                 # Nothing has been sent for this order yet: another broker can take it.
                 job.release(f"{self.broker} unavailable before the order was sent: {exc}")
+                await self._forget(job)
                 return
             await self._finish(job, Status.FAILED, f"{self.broker} unavailable: {exc}")
 
@@ -449,6 +496,18 @@ class ExecutorEngine:
         return [base] * (slices - 1) + [size - base * (slices - 1)]
 
     async def _run_leg(self, job: _Job, market: Market, leg: int, leg_usd: Decimal, last: bool) -> None:
+        recovered = job.recovered.get(leg)
+        request = recovered or await self._new_request(job, market, leg, leg_usd)
+        job.order_quantity += request.quantity
+        job.client_order_id = request.client_order_id
+        # Journaled and in the ledger before it is sent: after a crash it is found by its id.
+        if self._journal is not None:
+            await self._journal.leg(job.signal.user_id, job.signal.signal_id, leg, request)
+        await self._emit(job, Status.EXECUTING, reason=self._describe(request, leg))
+        report = await self._place(job, request, look_up_first=recovered is not None)
+        await self._follow(job, report, last_leg=last)
+
+    async def _new_request(self, job: _Job, market: Market, leg: int, leg_usd: Decimal) -> OrderRequest:
         signal = job.signal
         book = await self._venue_call(self._venue.fetch_order_book(signal.pair), "order book")
         touch = book.best_ask if signal.side is Side.BUY else book.best_bid
@@ -467,7 +526,7 @@ class ExecutorEngine:
             limit_price = floor_to_step(
                 touch * (1 + cross if signal.side is Side.BUY else 1 - cross), market.tick_size
             )
-        request = OrderRequest(
+        return OrderRequest(
             client_order_id=client_order_id(signal.user_id, signal.signal_id, self.broker, leg),
             pair=signal.pair,
             side=signal.side,
@@ -475,12 +534,6 @@ class ExecutorEngine:
             quantity=quantity,
             limit_price=limit_price,
         )
-        job.order_quantity += quantity
-        job.client_order_id = request.client_order_id
-        # Persisted before the order is sent: a crash after this point can find the order by id.
-        await self._emit(job, Status.EXECUTING, reason=self._describe(request, leg))
-        report = await self._place(job, request)
-        await self._follow(job, report, last_leg=last)
 
     def _describe(self, request: OrderRequest, leg: int) -> str:
         what = f"{request.order_type.value} {request.side.value} {fmt(request.quantity)} {request.pair}"
@@ -488,7 +541,7 @@ class ExecutorEngine:
             what += f" @ {fmt(request.limit_price)}"
         return f"{what} on {self.broker} (leg {leg})"
 
-    async def _place(self, job: _Job, request: OrderRequest) -> OrderReport:
+    async def _place(self, job: _Job, request: OrderRequest, look_up_first: bool = False) -> OrderReport:
         """Place the order exactly once, whatever the exchange does.
 
         When a send's outcome is unknown (timeout, 5xx, connection lost) the order is looked up by
@@ -500,7 +553,7 @@ class ExecutorEngine:
         cid = request.client_order_id
         give_up_at = self._clock() + self._config.unknown_outcome_s
         delay = self._config.lookup_backoff_s
-        send, never_placed = True, False
+        send, never_placed = not look_up_first, False
         while True:
             if send:
                 try:
@@ -624,7 +677,7 @@ class ExecutorEngine:
             client_order_id=job.client_order_id,
             venue_order_id=job.venue_order_id,
             time=now_pb(),
-            update_id=f"{signal.signal_id}:{self.broker}:{job.events}:{status.value}",
+            update_id=f"{signal.signal_id}:{self.broker}:{self._run_id}:{job.events}:{status.value}",
             parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
             fills=[_fill_pb(f) for f in fills or ()],
         )
@@ -640,6 +693,12 @@ class ExecutorEngine:
         if status is Status.FILLED:
             self._successful += 1
         await self._emit(job, status, reason, fills)
+        await self._forget(job)
+
+    async def _forget(self, job: _Job) -> None:
+        """The job is over for this executor (terminal in the ledger, or handed back)."""
+        if self._journal is not None:
+            await self._journal.done(job.signal.user_id, job.signal.signal_id)
 
 
 class _Ambiguous(Exception):

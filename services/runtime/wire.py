@@ -111,3 +111,19 @@ def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
         timestamp=timestamp_to_datetime(pb.timestamp),
         metadata=metadata,
     )
+
+
+def signal_to_pb(signal: Signal) -> common_pb2.TradeSignal:
+    pb = common_pb2.TradeSignal(
+        signal_id=signal.signal_id,
+        user_id=signal.user_id,
+        pair=signal.pair,
+        side=SIDE_TO_PB[signal.side],
+        size_usd=format(signal.size_usd, "f"),
+        signal_type=SIGNAL_TYPE_TO_PB[signal.signal_type],
+        strategy=signal.strategy,
+        metadata=dict(signal.metadata),
+    )
+    if signal.timestamp is not None:
+        pb.timestamp.FromDatetime(signal.timestamp)
+    return pb

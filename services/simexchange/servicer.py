@@ -3,9 +3,10 @@
 Every field is validated before the engine is called, and the engine checks everything before it
 changes anything, so malformed input is refused whole and never half-applied.
 
-What the network between a client and an exchange does (latency, outages) is I/O behaviour, not
-exchange state, so it lives here and never in the engine: `SetFault` makes one broker slow or
-unreachable, and every other call for that broker passes through `_network` first.
+What the network between a client and an exchange does (latency, outages, 5xx, 429s, answers lost
+on the way back) is I/O behaviour, not exchange state, so it lives here and never in the engine:
+`SetFault` makes one broker slow, unreachable or flaky, and every other call for that broker passes
+through `_network` first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -48,23 +51,55 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: A fault's added latency is capped: beyond a minute every caller's deadline has long passed, and
-#: an outage is what FAULT_MODE_UNAVAILABLE is for.
+#: an outage is what FAULT_MODE_UNAVAILABLE is for. The same cap holds for a 429's retry-after.
 MAX_FAULT_LATENCY_MS = 60_000
+MAX_RETRY_AFTER_MS = 60_000
 
 
 @dataclasses.dataclass(frozen=True)
 class Fault:
-    """How one broker's exchange misbehaves: unreachable, slow, or both."""
+    """How one broker's exchange misbehaves: unreachable, slow, flaky, or several at once.
+
+    The rates are shares of calls in [0, 1]. `retry_after_ms` 0 means the 429s carry no hint.
+    `seed` is the seed of this fault's dice (always set: SetFault picks one when the caller did not).
+    """
 
     unavailable: bool = False
     latency_s: float = 0.0
+    error_rate: float = 0.0
+    lose_response_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_ms: int = 0
+    seed: int = 0
 
     @property
     def active(self) -> bool:
-        return self.unavailable or self.latency_s > 0
+        return (
+            self.unavailable
+            or self.latency_s > 0
+            or self.error_rate > 0
+            or self.lose_response_rate > 0
+            or self.rate_limit_rate > 0
+        )
 
 
 NO_FAULT = Fault()
+
+
+class _FaultDice:
+    """One broker's fault and the dice that decide, call by call, whether it strikes.
+
+    A die is rolled only for a rate above zero, so the outcome of one kind of fault does not depend
+    on how many calls of another kind came between: with a seed, the same sequence of PlaceOrders
+    loses the same answers however many lookups the caller makes in between.
+    """
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+        self._rng = random.Random(fault.seed)
+
+    def strikes(self, rate: float) -> bool:
+        return rate > 0 and self._rng.random() < rate
 
 
 def _engine_call(fn: Callable[[], T]) -> T:
@@ -100,6 +135,13 @@ def _broker(value: str) -> str:
     return value
 
 
+def _rate(value: float, field: str) -> float:
+    # Written so NaN fails too.
+    if not (0.0 <= value <= 1.0):
+        raise invalid(f"BAD_{field.upper()}", f"{field} must be between 0 and 1, got {value}", field=field)
+    return value
+
+
 def _fault(request: pb.SetFaultRequest) -> Fault:
     if request.mode not in (pb.FAULT_MODE_NONE, pb.FAULT_MODE_UNAVAILABLE):
         raise invalid("BAD_MODE", "mode must be FAULT_MODE_NONE or FAULT_MODE_UNAVAILABLE", field="mode")
@@ -109,7 +151,25 @@ def _fault(request: pb.SetFaultRequest) -> Fault:
             f"latency_ms must be at most {MAX_FAULT_LATENCY_MS}, got {request.latency_ms}",
             field="latency_ms",
         )
-    return Fault(unavailable=request.mode == pb.FAULT_MODE_UNAVAILABLE, latency_s=request.latency_ms / 1000)
+    error_rate = _rate(request.error_rate, "error_rate")
+    lose_response_rate = _rate(request.lose_response_rate, "lose_response_rate")
+    rate_limit_rate = _rate(request.rate_limit_rate, "rate_limit_rate")
+    if request.retry_after_ms > MAX_RETRY_AFTER_MS:
+        raise invalid(
+            "BAD_RETRY_AFTER_MS",
+            f"retry_after_ms must be at most {MAX_RETRY_AFTER_MS}, got {request.retry_after_ms}",
+            field="retry_after_ms",
+        )
+    return Fault(
+        unavailable=request.mode == pb.FAULT_MODE_UNAVAILABLE,
+        latency_s=request.latency_ms / 1000,
+        error_rate=error_rate,
+        lose_response_rate=lose_response_rate,
+        rate_limit_rate=rate_limit_rate,
+        retry_after_ms=request.retry_after_ms,
+        # Unseeded dice still get a seed, logged, so a run that went wrong can be replayed.
+        seed=request.seed or secrets.randbits(64),
+    )
 
 
 def _id(value: str, field: str) -> str:
@@ -203,29 +263,62 @@ def _order_pb(order: core.OrderView) -> pb.VenueOrder:
     )
 
 
+def _lost_response(broker: str) -> ServiceError:
+    # Same code as a plain 5xx: the caller cannot tell that the order exists. Only the reason says
+    # so, for the scenario's own checks; the venue maps by code.
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE, "RESPONSE_LOST", f"{broker}: no answer from the exchange", broker=broker
+    )
+
+
 class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceServicer):
     def __init__(self, exchange: core.SimExchange, latency_s: float = 0.0) -> None:
         self._exchange = exchange
         self._latency_s = latency_s
         #: The only writer is SetFault; brokers without an entry behave normally.
-        self._faults: dict[str, Fault] = {}
+        self._faults: dict[str, _FaultDice] = {}
 
     def fault(self, broker: str) -> Fault:
-        return self._faults.get(broker, NO_FAULT)
+        dice = self._faults.get(broker)
+        return dice.fault if dice is not None else NO_FAULT
 
     async def _network(self, broker: str) -> None:
         """The round trip to `broker`'s exchange: the configured latency plus any fault's, then the
-        outage if there is one, before the request reaches the engine (so an outage changes nothing)."""
+        outage, the 429 and the 5xx if they strike, all before the request reaches the engine (so a
+        refused call changes nothing)."""
         fault = self.fault(broker)
         # Stands in for the round trip to a real exchange, so latency-aware routing has something to measure.
         delay = self._latency_s + fault.latency_s
         if delay > 0:
             await asyncio.sleep(delay)
-        # Judged when the request arrives, after the trip: a fault lifted meanwhile no longer applies.
-        if self.fault(broker).unavailable:
+        # Judged when the request arrives, after the trip: a fault lifted or changed meanwhile is
+        # the one that applies.
+        dice = self._faults.get(broker)
+        if dice is None:
+            return
+        fault = dice.fault
+        if fault.unavailable:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE, "EXCHANGE_UNAVAILABLE", f"{broker} is unavailable", broker=broker
             )
+        if dice.strikes(fault.rate_limit_rate):
+            hint = {"retry_after_ms": str(fault.retry_after_ms)} if fault.retry_after_ms else {}
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                f"{broker}: too many requests",
+                broker=broker,
+                **hint,
+            )
+        if dice.strikes(fault.error_rate):
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE, "EXCHANGE_ERROR", f"{broker}: exchange error", broker=broker
+            )
+
+    def _loses_response(self, broker: str) -> bool:
+        """Whether the answer to an order the engine just executed is lost on its way back."""
+        dice = self._faults.get(broker)
+        return dice is not None and dice.strikes(dice.fault.lose_response_rate)
 
     @unary
     async def SetFault(
@@ -238,13 +331,23 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
                 "UNKNOWN_BROKER", f"unknown broker {broker!r}; known: {', '.join(self._exchange.brokers)}"
             )
         fault = _fault(request)
+        # Every SetFault starts fresh dice: the same request replays the same scenario.
         if fault.active:
-            self._faults[broker] = fault
+            self._faults[broker] = _FaultDice(fault)
         else:
             self._faults.pop(broker, None)
         log.warning(
             "simexchange fault set",
-            extra={"broker": broker, "unavailable": fault.unavailable, "latency_ms": request.latency_ms},
+            extra={
+                "broker": broker,
+                "unavailable": fault.unavailable,
+                "latency_ms": request.latency_ms,
+                "error_rate": fault.error_rate,
+                "lose_response_rate": fault.lose_response_rate,
+                "rate_limit_rate": fault.rate_limit_rate,
+                "retry_after_ms": fault.retry_after_ms,
+                "seed": fault.seed if fault.active else 0,
+            },
         )
         return pb.SetFaultResponse()
 
@@ -295,6 +398,14 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
         account_id = _id(request.account_id, "account_id")
         command = _place_command(request)
         order = _engine_call(lambda: self._exchange.place_order(broker, account_id, command))
+        # Only an executed order's answer is lost (a refusal is answered): a lost response always
+        # means the client order id is taken, which a lookup by that id then shows.
+        if self._loses_response(broker):
+            log.warning(
+                "simexchange response lost",
+                extra={"broker": broker, "client_order_id": order.client_order_id, "state": order.state.name},
+            )
+            raise _lost_response(broker)
         return pb.PlaceOrderResponse(order=_order_pb(order))
 
     @unary

@@ -17,11 +17,11 @@ from services.simexchange import app as sim_app
 SERVICE = "nija.executor.v1.ExecutorService"
 
 
-async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it():
+async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(tmp_path):
     sim = await RunningServer(sim_app.build_app(load_config(sim_app.Config, {})), Listen(port=0)).start()
     config = load_config(executor_app.Config, {
         "broker": "kraken", "simexchange_target": sim.target, "aggregator_target": "127.0.0.1:9",
-        "info_refresh_s": "0.05", "breaker_open_s": "0.5",
+        "info_refresh_s": "0.05", "breaker_open_s": "0.5", "journal_path": str(tmp_path / "journal.db"),
     })
     executor = await RunningServer(executor_app.build_app(config), Listen(port=0)).start()
     engine = executor.app.engine

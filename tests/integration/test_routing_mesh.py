@@ -140,6 +140,7 @@ async def test_stopped_executor_is_routed_around_with_no_client_failures_and_com
     config = load_config(executor_app.Config, {
         "broker": "binance", "simexchange_target": mesh.servers["simexchange"].target,
         "aggregator_target": mesh.servers["aggregator"].target, **FAST_EXECUTOR,
+        "journal_path": str(mesh.aggregator_db.parent / "executor-binance.journal.db"),
     })
     mesh.servers["executor-binance"] = await RunningServer(executor_app.build_app(config), Listen(port=port)).start()
     elapsed = await wait_route(

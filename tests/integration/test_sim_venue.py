@@ -29,7 +29,7 @@ from services.executor.venues.base import (
     OrderType,
     RateLimited,
 )
-from services.executor.venues.sim import SimVenue, venue_error
+from services.executor.venues.sim import SimVenue, error_metadata, venue_error
 from services.runtime.errors import ServiceError, to_status
 from services.runtime.server import Listen, RunningServer
 from services.simexchange.app import App, Config, build_app
@@ -202,10 +202,10 @@ async def test_fee_overrides_are_what_the_venue_reports() -> None:
         await running.stop(0)
 
 
-async def _set_fault(server: RunningServer, broker: str, mode: int, latency_ms: int = 0) -> None:
+async def _set_fault(server: RunningServer, broker: str, mode: int, latency_ms: int = 0, **fields: object) -> None:
     async with grpc.aio.insecure_channel(server.target) as channel:
         stub = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channel)
-        request = pb.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms)  # type: ignore[arg-type]
+        request = pb.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms, **fields)  # type: ignore[arg-type]
         await stub.SetFault(request)
 
 
@@ -250,13 +250,115 @@ async def test_fault_latency_past_the_deadline_is_exchange_unavailable(sim_serve
         await venue.close()
 
 
+def _eth(client_order_id: str, side: Side = Side.BUY) -> OrderRequest:
+    return OrderRequest(client_order_id, "ETH-USD", side, OrderType.MARKET, Decimal("0.01"))
+
+
+async def test_a_lost_response_is_exchange_unavailable_but_the_order_exists(
+    sim_server: RunningServer, binance: SimVenue
+) -> None:
+    account = _account()
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, lose_response_rate=1)
+
+    with pytest.raises(ExchangeUnavailable) as raised:
+        await binance.create_order(account, _eth("lost-1"))
+    assert raised.value.transport  # as ambiguous as a timeout
+
+    # Resolved by looking the order up by its client order id: it exists, and it filled.
+    found = await binance.fetch_order(account, "ETH-USD", "lost-1")
+    assert (found.client_order_id, found.state, found.filled_quantity) == ("lost-1", OrderState.FILLED, Decimal("0.01"))
+    assert found.fills
+    # Re-sending would be a second order: the venue refuses it, and says so even under the fault.
+    with pytest.raises(DuplicateClientOrderId):
+        await binance.create_order(account, _eth("lost-1"))
+
+
+async def _place_resolving_by_lookup(venue: SimVenue, account: Account, orders: int) -> list[str]:
+    """Place `orders` market orders, resolving every ambiguous outcome by a lookup by client order
+    id (as the executor does); the ids whose answer was lost."""
+    lost = []
+    for i in range(orders):
+        request = _eth(f"s-{i:03d}", Side.BUY if i % 2 == 0 else Side.SELL)
+        try:
+            await venue.create_order(account, request)
+        except ExchangeUnavailable:
+            lost.append(request.client_order_id)
+            assert (await venue.fetch_order(account, "ETH-USD", request.client_order_id)).state is OrderState.FILLED
+    return lost
+
+
+async def test_seeded_lost_responses_never_lose_an_order(sim_server: RunningServer, binance: SimVenue) -> None:
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, lose_response_rate=0.3, seed=20261125)
+    account = _account()
+    lost = await _place_resolving_by_lookup(binance, account, 200)
+    assert 30 <= len(lost) <= 90  # about 0.3 of 200
+
+    found = []
+    for i in range(200):
+        try:
+            found.append(await binance.fetch_order(account, "ETH-USD", f"s-{i:03d}"))
+        except OrderNotFound:
+            pass
+    assert len(found) == 200
+    assert {o.client_order_id for o in found} == {f"s-{i:03d}" for i in range(200)}
+
+    # The same seed loses the same answers again: the scenario is repeatable.
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, lose_response_rate=0.3, seed=20261125)
+    assert await _place_resolving_by_lookup(binance, _account(), 200) == lost
+
+
+async def test_exchange_errors_are_exchange_unavailable_and_do_nothing(
+    sim_server: RunningServer, binance: SimVenue
+) -> None:
+    account = _account()
+    before = await binance.fetch_balances(account)
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, error_rate=1)
+
+    with pytest.raises(ExchangeUnavailable) as raised:
+        await binance.create_order(account, _eth("err-1"))
+    assert raised.value.transport
+    with pytest.raises(ExchangeUnavailable):
+        await binance.fetch_order(account, "ETH-USD", "err-1")
+
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE)
+    with pytest.raises(OrderNotFound):
+        await binance.fetch_order(account, "ETH-USD", "err-1")
+    assert await binance.fetch_balances(account) == before
+    assert (await binance.create_order(account, _eth("err-1"))).state is OrderState.FILLED
+
+
+async def test_rate_limits_are_rate_limited_with_the_exchange_retry_after(
+    sim_server: RunningServer, binance: SimVenue
+) -> None:
+    account = _account()
+    before = await binance.fetch_balances(account)
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, rate_limit_rate=1, retry_after_ms=1500)
+
+    with pytest.raises(RateLimited) as raised:
+        await binance.create_order(account, _eth("rl-1"))
+    assert raised.value.retry_after_s == 1500 / 1000
+    assert not raised.value.transport  # a 429 says the exchange is up: it does not trip the breaker
+    with pytest.raises(RateLimited):
+        await binance.fetch_order_book("ETH-USD")
+
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE, rate_limit_rate=1)
+    with pytest.raises(RateLimited) as raised:
+        await binance.load_markets()
+    assert raised.value.retry_after_s is None  # no hint given: the caller's own backoff decides
+
+    await _set_fault(sim_server, "binance", pb.FAULT_MODE_NONE)
+    with pytest.raises(OrderNotFound):
+        await binance.fetch_order(account, "ETH-USD", "rl-1")
+    assert await binance.fetch_balances(account) == before
+
+
 # --- the mapping itself, by code and reason ---------------------------------------------------
 
 
-def _rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
+def _rpc_error(code: grpc.StatusCode, reason: str = "", **metadata: str) -> grpc.aio.AioRpcError:
     trailing = grpc.aio.Metadata()
     if reason:
-        status = to_status(ServiceError(code, reason, "the message text is never read"))
+        status = to_status(ServiceError(code, reason, "the message text is never read", **metadata))
         trailing = grpc.aio.Metadata(*status.trailing_metadata)
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, "details")
 
@@ -281,3 +383,26 @@ def _rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
 )
 def test_grpc_errors_map_to_typed_venue_errors(code: grpc.StatusCode, reason: str, expected: type) -> None:
     assert type(venue_error(_rpc_error(code, reason))) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after_s"),
+    [
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_after_ms="250"), 0.25),
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_after_ms="0"), 0.0),
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"), None),
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED), None),
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_after_ms="soon"), None),
+        (_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_after_ms="-5"), None),
+    ],
+)
+def test_rate_limited_carries_the_retry_after_hint(error: grpc.aio.AioRpcError, retry_after_s: float | None) -> None:
+    mapped = venue_error(error)
+    assert type(mapped) is RateLimited
+    assert mapped.retry_after_s == retry_after_s
+
+
+def test_error_metadata_reads_the_error_info() -> None:
+    error = _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry_after_ms="250", broker="kraken")
+    assert error_metadata(error) == {"retry_after_ms": "250", "broker": "kraken"}
+    assert error_metadata(_rpc_error(grpc.StatusCode.UNAVAILABLE)) == {}

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nija.common.v1 import common_pb2
 from nija.simexchange.v1 import simexchange_pb2 as pb
@@ -16,7 +17,8 @@ from nija.simexchange.v1 import simexchange_pb2_grpc
 from services.runtime.config import ConfigError, load_config
 from services.runtime.errors import reason_of
 from services.runtime.server import Listen, RunningServer
-from services.simexchange.app import SERVICE_NAME, Config, build_app
+from services.simexchange.app import SERVICE_NAME, App, Config, build_app
+from services.simexchange.servicer import NO_FAULT
 
 BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
 MARKET, LIMIT = pb.ORDER_TYPE_MARKET, pb.ORDER_TYPE_LIMIT
@@ -310,6 +312,11 @@ def fault(broker: str, mode: int = pb.FAULT_MODE_UNAVAILABLE, latency_ms: int = 
     return pb.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms)  # type: ignore[arg-type]
 
 
+def flaky(broker: str, **fields: object) -> pb.SetFaultRequest:
+    """A SetFault for `broker` with mode NONE unless given: only the named fields set."""
+    return pb.SetFaultRequest(broker=broker, **{"mode": pb.FAULT_MODE_NONE, **fields})  # type: ignore[arg-type]
+
+
 def every_call(
     stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub, broker: str
 ) -> dict[str, Callable[[], Awaitable[object]]]:
@@ -403,6 +410,12 @@ async def test_a_fault_lifted_during_the_trip_no_longer_applies(
         (fault("binance", pb.FAULT_MODE_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, "BAD_MODE"),
         (fault("binance", 9), grpc.StatusCode.INVALID_ARGUMENT, "BAD_MODE"),
         (fault("binance", latency_ms=60_001), grpc.StatusCode.INVALID_ARGUMENT, "BAD_LATENCY_MS"),
+        *(
+            (flaky("binance", **{field: value}), grpc.StatusCode.INVALID_ARGUMENT, f"BAD_{field.upper()}")
+            for field in ("error_rate", "lose_response_rate", "rate_limit_rate")
+            for value in (-0.1, 1.5, float("nan"), float("inf"))
+        ),
+        (flaky("binance", retry_after_ms=60_001), grpc.StatusCode.INVALID_ARGUMENT, "BAD_RETRY_AFTER_MS"),
     ],
 )
 async def test_set_fault_refusals_change_nothing(
@@ -413,3 +426,173 @@ async def test_set_fault_refusals_change_nothing(
 ) -> None:
     assert await refused(stub.SetFault(request_)) == (code, reason)
     assert (await stub.ListMarkets(pb.ListMarketsRequest(broker="binance"))).markets
+
+
+def error_info(call_error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The one ErrorInfo carried by a refused call's trailing status."""
+    (value,) = [v for k, v in call_error.trailing_metadata() if k == "grpc-status-details-bin"]
+    (detail,) = status_pb2.Status.FromString(value).details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+    return info
+
+
+async def refusal(call: Awaitable[object]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+async def test_set_fault_refusals_keep_the_fault_in_force(
+    server: RunningServer, stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub
+) -> None:
+    await stub.SetFault(flaky("kraken", error_rate=1))
+    assert await refused(stub.SetFault(flaky("kraken", rate_limit_rate=2))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "BAD_RATE_LIMIT_RATE",
+    )
+    assert isinstance(server.app, App)
+    assert server.app.servicer.fault("kraken").error_rate == 1
+    assert await refused(stub.ListMarkets(pb.ListMarketsRequest(broker="kraken"))) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "EXCHANGE_ERROR",
+    )
+
+
+async def test_error_rate_one_refuses_every_call_and_does_nothing(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    balances = pb.GetBalancesRequest(broker="coinbase", account_id="acct-1")
+    before = await stub.GetBalances(balances)
+    await stub.SetFault(flaky("coinbase", error_rate=1))
+
+    for name, call in every_call(stub, "coinbase").items():
+        assert await refused(call()) == (grpc.StatusCode.UNAVAILABLE, "EXCHANGE_ERROR"), name
+    assert (await stub.ListMarkets(pb.ListMarketsRequest(broker="kraken"))).markets  # other brokers untouched
+
+    await stub.SetFault(flaky("coinbase"))
+    assert await refused(
+        stub.GetOrder(pb.GetOrderRequest(broker="coinbase", account_id="acct-1", client_order_id="f-1"))
+    ) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+    assert await stub.GetBalances(balances) == before
+
+
+async def test_rate_limit_rate_one_refuses_with_a_retry_after_hint_and_does_nothing(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    balances = pb.GetBalancesRequest(broker="alpaca", account_id="acct-1")
+    before = await stub.GetBalances(balances)
+    # A 429 is decided before a 5xx would be.
+    await stub.SetFault(flaky("alpaca", rate_limit_rate=1, error_rate=1, retry_after_ms=1500))
+
+    for name, call in every_call(stub, "alpaca").items():
+        failure = await refusal(call())
+        assert failure.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, name
+        info = error_info(failure)
+        assert (info.reason, info.metadata["retry_after_ms"]) == ("RATE_LIMITED", "1500"), name
+
+    # Without retry_after_ms the refusal carries no hint rather than "retry at once".
+    await stub.SetFault(flaky("alpaca", rate_limit_rate=1))
+    info = error_info(await refusal(stub.ListMarkets(pb.ListMarketsRequest(broker="alpaca"))))
+    assert info.reason == "RATE_LIMITED" and "retry_after_ms" not in info.metadata
+
+    await stub.SetFault(flaky("alpaca"))
+    assert await refused(
+        stub.GetOrder(pb.GetOrderRequest(broker="alpaca", account_id="acct-1", client_order_id="f-1"))
+    ) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+    assert await stub.GetBalances(balances) == before
+
+
+async def test_an_outage_is_answered_before_any_dice(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    await stub.SetFault(flaky("binance", mode=pb.FAULT_MODE_UNAVAILABLE, rate_limit_rate=1, error_rate=1))
+    assert await refused(stub.ListMarkets(pb.ListMarketsRequest(broker="binance"))) == UNAVAILABLE
+
+
+async def test_a_lost_response_is_unavailable_but_the_order_was_executed(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    await stub.SetFault(flaky("kraken", lose_response_rate=1))
+
+    assert await refused(stub.PlaceOrder(place(broker="kraken", client_order_id="lost-1"))) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "RESPONSE_LOST",
+    )
+    # Only PlaceOrder loses answers: the lookup by client order id finds the order, filled.
+    found = await stub.GetOrder(
+        pb.GetOrderRequest(broker="kraken", account_id="acct-1", client_order_id="lost-1")
+    )
+    assert found.order.state == pb.ORDER_STATE_FILLED and found.order.filled_quantity == "0.01"
+    # A refusal is answered, never lost: the id is taken, and a bad order is still a bad order.
+    assert await refused(stub.PlaceOrder(place(broker="kraken", client_order_id="lost-1"))) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "DUPLICATE_CLIENT_ORDER_ID",
+    )
+    assert await refused(stub.PlaceOrder(place(broker="kraken", client_order_id="lost-2", quantity="-1"))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ORDER",
+    )
+
+
+async def outcomes(stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub, calls: int) -> list[str]:
+    """What `calls` ListMarkets calls to binance got: "ok" or the refusal's reason."""
+    seen = []
+    for _ in range(calls):
+        try:
+            await stub.ListMarkets(pb.ListMarketsRequest(broker="binance"))
+            seen.append("ok")
+        except grpc.aio.AioRpcError as exc:
+            seen.append(reason_of(exc))
+    return seen
+
+
+async def test_seeded_dice_replay_the_same_scenario(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    scenario = flaky("binance", error_rate=0.3, rate_limit_rate=0.2, retry_after_ms=100, seed=42)
+    await stub.SetFault(scenario)
+    first = await outcomes(stub, 200)
+    await stub.SetFault(scenario)  # fresh dice from the same seed
+    assert await outcomes(stub, 200) == first
+
+    # Both kinds strike, about as often as asked (429s first, then 5xx on what is left).
+    assert 20 <= first.count("RATE_LIMITED") <= 60
+    assert 30 <= first.count("EXCHANGE_ERROR") <= 70
+    assert first.count("ok") == 200 - first.count("RATE_LIMITED") - first.count("EXCHANGE_ERROR")
+
+    await stub.SetFault(flaky("binance", error_rate=0.3, rate_limit_rate=0.2, retry_after_ms=100, seed=43))
+    assert await outcomes(stub, 200) != first
+
+
+async def test_mode_none_with_everything_zero_resets_the_broker(
+    server: RunningServer, stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub
+) -> None:
+    assert isinstance(server.app, App)
+    await stub.SetFault(
+        flaky(
+            "coinbase",
+            mode=pb.FAULT_MODE_UNAVAILABLE,
+            latency_ms=50,
+            error_rate=1,
+            lose_response_rate=1,
+            rate_limit_rate=1,
+            retry_after_ms=500,
+            seed=9,
+        )
+    )
+    assert server.app.servicer.fault("coinbase").active
+
+    # SetFault itself is never faulted: it is how a fault is lifted.
+    await stub.SetFault(flaky("coinbase"))
+    assert server.app.servicer.fault("coinbase") == NO_FAULT
+    for name, call in every_call(stub, "coinbase").items():
+        await call()  # each answers normally again, PlaceOrder included
+
+
+async def test_a_seed_alone_is_no_fault(
+    server: RunningServer, stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub
+) -> None:
+    assert isinstance(server.app, App)
+    await stub.SetFault(flaky("kraken", seed=7, retry_after_ms=300))
+    assert server.app.servicer.fault("kraken") == NO_FAULT

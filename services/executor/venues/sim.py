@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 from nija.common.v1 import common_pb2
 from nija.simexchange.v1 import simexchange_pb2 as pb
 from nija.simexchange.v1 import simexchange_pb2_grpc
@@ -70,6 +72,35 @@ _UNAVAILABLE = frozenset(
 
 T = TypeVar("T")
 
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_metadata(exc: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The metadata of the ErrorInfo a failed call carries in its trailing status details ({} when
+    there is none, or the details cannot be read: a hint is never worth failing the mapping for)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:  # a malformed trailer is no hint at all
+            return {}
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return dict(info.metadata)
+    return {}
+
+
+def _retry_after_s(metadata: dict[str, str]) -> float | None:
+    """The exchange's retry-after hint in seconds; None when it gave none or one that makes no sense."""
+    try:
+        ms = int(metadata["retry_after_ms"])
+    except (KeyError, ValueError):
+        return None
+    return ms / 1000 if ms >= 0 else None
+
 
 def venue_error(exc: grpc.aio.AioRpcError) -> VenueError:
     """The typed venue error for a failed call to the simulated exchange."""
@@ -86,7 +117,7 @@ def venue_error(exc: grpc.aio.AioRpcError) -> VenueError:
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return InsufficientFunds(message) if reason == "INSUFFICIENT_FUNDS" else InvalidOrder(message)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RateLimited(message)
+        return RateLimited(message, retry_after_s=_retry_after_s(error_metadata(exc)))
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AuthenticationFailed(message)
     # UNIMPLEMENTED, OUT_OF_RANGE, DATA_LOSS, ...: nothing the order could fix; the outcome is unknown.
