@@ -42,6 +42,16 @@ class LedgerClient:
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None
 
+    async def get_order(self, user_id: str, signal_id: str, timeout_s: float | None = None) -> aggregator_pb2.Order:
+        try:
+            response = await self._stub.GetOrder(
+                aggregator_pb2.GetOrderRequest(user_id=user_id, signal_id=signal_id),
+                timeout=bounded(self._timeout_s, timeout_s),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise relay(exc) from None
+        return response.order
+
     async def record(self, update: common_pb2.ExecutionUpdate) -> common_pb2.ExecutionUpdate:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._retry_for_s

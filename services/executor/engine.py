@@ -154,6 +154,9 @@ class _Job:
         self.wind_down = False
         # After a restart: the venue orders this job had already sent (or was sending), by leg.
         self.recovered: dict[int, OrderRequest] = {}
+        # Set by a cancel request: no further slice is sent, a resting order is cancelled.
+        self.cancel_reason = ""
+        self.started = False
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -265,6 +268,18 @@ class ExecutorEngine:
             job.wind_down = True
         while self._active and loop.time() < deadline + grace_s / 4:
             await asyncio.sleep(0.02)
+
+    async def cancel(self, user_id: str, signal_id: str, reason: str) -> None:
+        """Stop a signal's order: queued -> CANCELLED now; running -> at its next step."""
+        job = self._jobs.get((user_id, signal_id))
+        if job is None or job.done:
+            raise ServiceError(
+                grpc.StatusCode.NOT_FOUND, "NO_OPEN_ORDER", f"no open order for {signal_id} on {self.broker}"
+            )
+        job.cancel_reason = reason or "cancelled on request"
+        if job.status is Status.QUEUED and not job.started:
+            # Never started: nothing was sent. The worker that pops it skips it.
+            await self._finish(job, Status.CANCELLED, job.cancel_reason)
 
     async def recover(self) -> int:
         """After a restart: queue again every job the journal holds. Legs already sent are looked
@@ -432,6 +447,9 @@ class ExecutorEngine:
             self._active += 1
             self._touch()
             try:
+                if job.done:  # cancelled while it waited
+                    continue
+                job.started = True
                 if not self.breaker.allow():
                     job.release(f"{self.broker} circuit breaker is {self.breaker.state.value}")
                     await self._forget(job)
@@ -467,6 +485,12 @@ class ExecutorEngine:
             for index, leg_usd in enumerate(legs):
                 if index:
                     await self._sleep(self._config.twap_interval_s)
+                if job.cancel_reason:
+                    raise _LegOutcome(
+                        Status.CANCELLED,
+                        f"{job.cancel_reason}; {index} of {len(legs)} slices sent, filled "
+                        f"{fmt(job.filled_quantity)} {market.base}",
+                    )
                 await self._run_leg(job, market, index, leg_usd, last=index == len(legs) - 1)
             if not job.done:
                 reason = (
@@ -498,6 +522,8 @@ class ExecutorEngine:
     async def _run_leg(self, job: _Job, market: Market, leg: int, leg_usd: Decimal, last: bool) -> None:
         recovered = job.recovered.get(leg)
         request = recovered or await self._new_request(job, market, leg, leg_usd)
+        if job.cancel_reason and recovered is None:
+            raise _LegOutcome(Status.CANCELLED, f"{job.cancel_reason} before leg {leg} was sent")
         job.order_quantity += request.quantity
         job.client_order_id = request.client_order_id
         # Journaled and in the ledger before it is sent: after a crash it is found by its id.
@@ -589,18 +615,19 @@ class ExecutorEngine:
             await self._absorb(job, report, last_leg)
             if report.state.done or job.done:
                 return
-            if self._clock() >= give_up_at or job.wind_down:
+            if self._clock() >= give_up_at or job.wind_down or job.cancel_reason:
                 report = await self._venue_call(
                     self._venue.cancel_order(account, job.signal.pair, report.client_order_id),
                     "cancel order",
                 )
                 await self._absorb(job, report, last_leg)
                 if not job.done:
-                    why = (
-                        f"{self.broker} executor shutting down"
-                        if job.wind_down
-                        else f"limit order not filled within {self._config.limit_timeout_s:g}s"
-                    )
+                    if job.cancel_reason:
+                        why = job.cancel_reason
+                    elif job.wind_down:
+                        why = f"{self.broker} executor shutting down"
+                    else:
+                        why = f"limit order not filled within {self._config.limit_timeout_s:g}s"
                     raise _LegOutcome(
                         Status.CANCELLED,
                         f"{why}; filled {fmt(job.filled_quantity)} of {fmt(job.order_quantity)}",

@@ -48,7 +48,8 @@ from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.router.directory import ExecutorDirectory
 from services.router.upstreams import PermissionClient
-from services.runtime.errors import ServiceError, invalid, not_found, precondition, reason_of
+from services.runtime.channels import bounded
+from services.runtime.errors import ServiceError, invalid, not_found, precondition, reason_of, relay
 from services.runtime.wire import (
     METHOD_TO_PB,
     SIDE_TO_PB,
@@ -225,6 +226,34 @@ class RouterEngine:
         )
         async for response in call:
             yield response.update
+
+    # ---- cancel --------------------------------------------------------------------------------
+
+    async def cancel(self, user_id: str, signal_id: str, reason: str, time_remaining: float | None) -> list[str]:
+        """Ask the executors holding the signal's open order (or a split's children) to cancel it."""
+        order = await self._ledger.get_order(user_id, signal_id, time_remaining)
+        if STATUS_FROM_PB[order.status].terminal:
+            raise precondition("ORDER_FINISHED", f"{signal_id} is already {STATUS_FROM_PB[order.status].value}")
+        if order.broker == "split":
+            targets = [(b, child_signal_id(signal_id, b)) for b in self._directory.brokers]
+        elif order.broker:
+            targets = [(order.broker, signal_id)]
+        else:
+            raise precondition("NOT_ROUTED_YET", f"{signal_id} has not reached an executor yet")
+        accepted = []
+        for broker, target_signal in targets:
+            try:
+                await self._directory.stub(broker).CancelOrder(
+                    executor_pb2.CancelOrderRequest(user_id=user_id, signal_id=target_signal, reason=reason),
+                    timeout=bounded(5.0, time_remaining),
+                )
+                accepted.append(broker)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise relay(exc) from None
+        if not accepted:
+            raise not_found("NO_OPEN_ORDER", f"no executor holds an open order for {signal_id}")
+        return accepted
 
     # ---- split ---------------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.routing import BrokerQuote
+from services.domain.signal import SignalProblem, check_id
 from services.router.engine import POLICY_TO_PB, RouterEngine, route_pb
 from services.runtime.errors import invalid, stream, unary
+from services.runtime.wire import field_error
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -26,6 +28,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
         async for update in self._engine.submit(request.signal, context.time_remaining()):
             yield router_pb2.SubmitSignalResponse(update=update)
+
+    @unary
+    async def CancelSignal(
+        self, request: router_pb2.CancelSignalRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.CancelSignalResponse:
+        try:
+            user_id = check_id(request.user_id, "user_id")
+            signal_id = check_id(request.signal_id, "signal_id")
+        except SignalProblem as problem:
+            raise field_error(problem) from None
+        brokers = await self._engine.cancel(
+            user_id, signal_id, request.reason[:200] or "cancelled by the client", context.time_remaining()
+        )
+        return router_pb2.CancelSignalResponse(brokers=brokers)
 
     @unary
     async def QuoteRoute(

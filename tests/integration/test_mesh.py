@@ -211,3 +211,32 @@ async def test_every_server_reports_serving_for_overall_and_its_name(mesh):
         for service in ("", *server.app.service_names):
             response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert response.status == health_pb2.HealthCheckResponse.SERVING, (name, service)
+
+
+async def test_cancel_signal_stops_a_resting_order(tmp_path):
+    # Limit orders priced well under the touch rest on the book until cancelled.
+    m = await start_mesh(tmp_path, executor={"limit_offset_bps": "-200", "limit_timeout_s": "60"})
+    try:
+        pb = signal(signal_id="cancel-1", pair="ETH-USD", usd="300")
+        call = m.router.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=30)
+        seen = []
+        async for response in call:
+            seen.append(status_name(response.update.status))
+            if seen[-1] == "executing":
+                break
+        response = await m.router.CancelSignal(
+            router_pb2.CancelSignalRequest(user_id="alice", signal_id="cancel-1", reason="test"), timeout=5)
+        assert len(response.brokers) == 1
+        async for update in call:
+            seen.append(status_name(update.update.status))
+        assert seen[-1] == "cancelled"
+        order = (await m.aggregator.GetOrder(aggregator_pb2.GetOrderRequest(user_id="alice", signal_id="cancel-1"))).order
+        assert order.status == common_pb2.EXECUTION_STATUS_CANCELLED and order.filled_quantity in ("", "0")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await m.router.CancelSignal(router_pb2.CancelSignalRequest(user_id="alice", signal_id="cancel-1"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and reason_of(info.value) == "ORDER_FINISHED"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await m.router.CancelSignal(router_pb2.CancelSignalRequest(user_id="alice", signal_id="nope"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await m.stop()

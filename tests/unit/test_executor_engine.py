@@ -342,3 +342,67 @@ async def test_drain_hands_back_queued_orders_and_cancels_resting_ones():
         await run(engine, signal(sid="late"))
     assert refused.value.reason == "DRAINING"
     await engine.stop()
+
+
+SLICE_QTY = Decimal("0.0833")  # $5,000 at 60,000, floored to the 0.0001 lot
+
+
+async def test_twap_50k_fills_in_its_slices_over_the_horizon():
+    engine, venue, ledger = await make_engine(twap_slice_usd=Decimal(5000), twap_max_slices=10, twap_interval_s=6.0)
+    clock = engine._clock.__self__  # the FakeTime behind the engine
+    updates = await run(engine, signal(usd="50000"), method=ExecutionMethod.TWAP)
+    kinds = statuses(updates)
+    assert kinds.count(Status.EXECUTING) == 10 and venue.create_calls == 10
+    assert kinds.count(Status.PARTIAL_FILL) == 9 and kinds[-1] is Status.FILLED  # partial fills streamed
+    assert clock.now == pytest.approx(9 * 6.0)  # 10 slices, one every 6 s: a 54 s horizon
+    assert Decimal(updates[-1].filled_quantity) == 10 * SLICE_QTY
+    assert Decimal(updates[-1].average_price) == ASK
+    assert len({u.client_order_id for u in updates if STATUS_FROM_PB[u.status] is Status.EXECUTING}) == 10
+    await engine.stop()
+
+
+async def test_cancelling_a_twap_midway_leaves_exactly_the_rest_unfilled():
+    engine, venue, ledger = await make_engine(twap_slice_usd=Decimal(5000), twap_max_slices=10, twap_interval_s=6.0)
+    sig = signal(sid="twap-cancel", usd="50000")
+
+    async def cancel_after_four_slices():
+        while sum(1 for u in ledger.updates if STATUS_FROM_PB[u.status] is Status.PARTIAL_FILL) < 4:
+            await asyncio.sleep(0)
+        await engine.cancel("alice", "twap-cancel", "client asked")
+
+    canceller = asyncio.create_task(cancel_after_four_slices())
+    updates = await run(engine, sig, method=ExecutionMethod.TWAP)
+    await canceller
+    final = updates[-1]
+    assert STATUS_FROM_PB[final.status] is Status.CANCELLED and "4 of 10 slices sent" in final.reason
+    assert venue.create_calls == 4
+    slice_quantity = sum(o.filled_quantity for o in venue.orders.values())
+    assert Decimal(final.filled_quantity) == slice_quantity == Decimal(final.order_quantity)
+    # Filled: exactly the 4 slices sent; the 6 never sent are exactly what remains unfilled.
+    assert Decimal(final.filled_quantity) == 4 * SLICE_QTY
+    with pytest.raises(ServiceError) as info:
+        await engine.cancel("alice", "twap-cancel", "again")
+    assert info.value.reason == "NO_OPEN_ORDER"
+    await engine.stop()
+
+
+async def test_cancelling_a_queued_order_never_sends_it():
+    engine, venue, ledger = await make_engine(concurrency=1)
+    gate = asyncio.Event()
+    real_book = venue.fetch_order_book
+
+    async def held(pair, depth=0):
+        await gate.wait()
+        return await real_book(pair, depth)
+
+    venue.fetch_order_book = held
+    busy = asyncio.create_task(run(engine, signal(sid="busy")))
+    waiting = asyncio.create_task(run(engine, signal(sid="waiting")))
+    await asyncio.sleep(0.01)
+    await engine.cancel("alice", "waiting", "changed my mind")
+    gate.set()
+    await busy
+    updates = await waiting
+    assert statuses(updates) == [Status.QUEUED, Status.CANCELLED]
+    assert venue.create_calls == 1  # only "busy" reached the exchange
+    await engine.stop()

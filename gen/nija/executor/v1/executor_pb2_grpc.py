@@ -51,6 +51,11 @@ class ExecutorServiceStub:
                 request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.SerializeToString,
                 response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.FromString,
                 _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/nija.executor.v1.ExecutorService/CancelOrder',
+                request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -80,6 +85,15 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelOrder(self, request, context):
+        """Cancel a signal's order on this broker: a queued one never starts, a resting one is
+        cancelled at the venue, a running TWAP sends no further slice. Its stream ends CANCELLED
+        (with whatever had filled). NOT_FOUND when this executor has no open order for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +111,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.WatchExecutorInfo,
                     request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.FromString,
                     response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.FromString,
+                    response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +201,33 @@ class ExecutorService:
             '/nija.executor.v1.ExecutorService/WatchExecutorInfo',
             nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoRequest.SerializeToString,
             nija_dot_executor_dot_v1_dot_executor__pb2.WatchExecutorInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.executor.v1.ExecutorService/CancelOrder',
+            nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.SerializeToString,
+            nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CancelSignalRequest(_message.Message):
+    __slots__ = ("user_id", "signal_id", "reason")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    signal_id: str
+    reason: str
+    def __init__(self, user_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelSignalResponse(_message.Message):
+    __slots__ = ("brokers",)
+    BROKERS_FIELD_NUMBER: _ClassVar[int]
+    brokers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, brokers: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SubmitSignalRequest(_message.Message):
     __slots__ = ("signal",)
     SIGNAL_FIELD_NUMBER: _ClassVar[int]

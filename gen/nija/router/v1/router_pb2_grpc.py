@@ -45,6 +45,11 @@ class RouterServiceStub:
                 request_serializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.SerializeToString,
                 response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.FromString,
                 _registered_method=True)
+        self.CancelSignal = channel.unary_unary(
+                '/nija.router.v1.RouterService/CancelSignal',
+                request_serializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.SerializeToString,
+                response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -68,6 +73,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelSignal(self, request, context):
+        """Cancel a submitted signal's open order (and a split's open children) on the executors
+        holding them. The signal's stream shows the outcome (CANCELLED with what had filled).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.QuoteRoute,
                     request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.FromString,
                     response_serializer=nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.SerializeToString,
+            ),
+            'CancelSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSignal,
+                    request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.FromString,
+                    response_serializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class RouterService:
             '/nija.router.v1.RouterService/QuoteRoute',
             nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteRequest.SerializeToString,
             nija_dot_router_dot_v1_dot_router__pb2.QuoteRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.router.v1.RouterService/CancelSignal',
+            nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.SerializeToString,
+            nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.FromString,
             options,
             channel_credentials,
             insecure,
