@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,7 @@ from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
 from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
+from services.domain.retry import backoff
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
 from services.domain.work_queue import FairQueue, QueueFull
@@ -212,6 +214,7 @@ class ExecutorEngine:
         self._journal = journal
         # Update ids carry this run's id: a restarted executor never reuses an earlier run's ids.
         self._run_id = secrets.token_hex(4)
+        self._rng = random.Random()
         self._venue = venue
         self._ledger = ledger
         self._config = config
@@ -578,7 +581,7 @@ class ExecutorEngine:
         account = self._account(job.signal)
         cid = request.client_order_id
         give_up_at = self._clock() + self._config.unknown_outcome_s
-        delay = self._config.lookup_backoff_s
+        delays = backoff(self._config.lookup_backoff_s, self._config.lookup_backoff_max_s, self._rng)
         send, never_placed = not look_up_first, False
         while True:
             if send:
@@ -597,6 +600,7 @@ class ExecutorEngine:
             else:
                 self._record_transport(ok=True)
                 return report
+            delay = next(delays)
             if self._clock() + delay > give_up_at:
                 what = "was not placed" if never_placed and send else "has an unknown outcome"
                 raise _LegOutcome(
@@ -604,7 +608,6 @@ class ExecutorEngine:
                     f"{self.broker} unavailable for {self._config.unknown_outcome_s:g}s; order {cid} {what}",
                 )
             await self._sleep(delay)
-            delay = min(delay * 2, self._config.lookup_backoff_max_s)
 
     async def _follow(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
         """Record fills as they come until the venue order is done (or the limit times out)."""

@@ -161,3 +161,16 @@ def test_performance_window_and_latency_average():
     avg.observe(100)
     avg.observe(200)
     assert avg.value_ms == 150
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    import random
+
+    from services.domain.retry import backoff
+
+    delays = backoff(1.0, 60.0, random.Random(5))
+    got = [next(delays) for _ in range(10)]
+    for attempt, delay in enumerate(got):
+        ceiling = min(60.0, 2.0**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len(set(got)) == 10  # jittered, not lock-step
