@@ -314,7 +314,8 @@ def fault(broker: str, mode: int = pb.FAULT_MODE_UNAVAILABLE, latency_ms: int = 
 
 def flaky(broker: str, **fields: object) -> pb.SetFaultRequest:
     """A SetFault for `broker` with mode NONE unless given: only the named fields set."""
-    return pb.SetFaultRequest(broker=broker, **{"mode": pb.FAULT_MODE_NONE, **fields})  # type: ignore[arg-type]
+    fields = {"mode": pb.FAULT_MODE_NONE, **fields}
+    return pb.SetFaultRequest(broker=broker, **fields)  # type: ignore[arg-type]
 
 
 def every_call(
@@ -529,7 +530,8 @@ async def test_a_lost_response_is_unavailable_but_the_order_was_executed(
         grpc.StatusCode.ALREADY_EXISTS,
         "DUPLICATE_CLIENT_ORDER_ID",
     )
-    assert await refused(stub.PlaceOrder(place(broker="kraken", client_order_id="lost-2", quantity="-1"))) == (
+    bad = place(broker="kraken", client_order_id="lost-2", quantity="-1")
+    assert await refused(stub.PlaceOrder(bad)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ORDER",
     )
@@ -586,7 +588,7 @@ async def test_mode_none_with_everything_zero_resets_the_broker(
     # SetFault itself is never faulted: it is how a fault is lifted.
     await stub.SetFault(flaky("coinbase"))
     assert server.app.servicer.fault("coinbase") == NO_FAULT
-    for name, call in every_call(stub, "coinbase").items():
+    for call in every_call(stub, "coinbase").values():
         await call()  # each answers normally again, PlaceOrder included
 
 
