@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -62,7 +63,10 @@ def reason_of(exc: grpc.aio.AioRpcError) -> str:
     """The ErrorInfo reason carried by a failed call ('' when there is none)."""
     for key, value in exc.trailing_metadata() or ():
         if key == _DETAILS_KEY:
-            status = status_pb2.Status.FromString(value)
+            try:
+                status = status_pb2.Status.FromString(value)
+            except DecodeError:  # a peer's corrupt trailer is no reason to crash the caller
+                return ""
             for detail in status.details:
                 if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                     info = error_details_pb2.ErrorInfo()

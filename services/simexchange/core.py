@@ -444,6 +444,10 @@ class SimExchange:
             for asset in sorted(account.free)
         )
 
+    def order_count(self, broker: str) -> int:
+        """Orders ever placed on `broker`, over every account (what a reconciliation counts)."""
+        return sum(len(acct.by_venue_id) for (b, _), acct in self._accounts.items() if b == broker)
+
     def get_order(
         self, broker: str, account_id: str, *, client_order_id: str = "", venue_order_id: str = ""
     ) -> OrderView:
