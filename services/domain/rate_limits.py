@@ -30,7 +30,6 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
 from types import MappingProxyType
 
 # ---------------------------------------------------------------------------------------------
@@ -84,11 +83,14 @@ class Limiter(abc.ABC):
 
 
 class _Gcra(Limiter):
-    """Generic cell rate algorithm: one number, the time the bucket would be full again (`_tat`).
+    """Generic cell rate algorithm on one number, the time the booked cost has drained away.
 
-    Booked calls raise `_tat` by cost/rate from wherever it stands, also when they are booked out of
-    time order (a call booked for later by one account, then an earlier one by another), which keeps
-    the guarantee: the cost booked in any interval [a, b] is at most capacity + rate * (b - a).
+    That time is kept as `_since + _level / rate`: `_level` only adds costs until the bucket drains,
+    so whole-number costs stay exact and a full bucket answers exactly, not a few ulps late. Each
+    booked call pushes that time on by cost/rate from wherever it stands, also when calls are booked
+    out of time order (one account's call booked for later, then another account's earlier one),
+    which keeps the guarantee: the cost booked in any interval [a, b] is at most
+    capacity + rate * (b - a).
     """
 
     def __init__(self, capacity: float, rate_per_s: float) -> None:
@@ -96,17 +98,22 @@ class _Gcra(Limiter):
         if not rate_per_s > 0 or math.isinf(rate_per_s):
             raise ValueError(f"rate must be a positive finite number, not {rate_per_s!r}")
         self.rate_per_s = float(rate_per_s)
-        self._tat = -math.inf
+        self._since = -math.inf
+        self._level = 0.0
 
     def _earliest(self, start: float, cost: float) -> float:
-        return max(start, self._tat - (self.capacity - cost) / self.rate_per_s)
+        return max(start, self._since + (self._level + cost - self.capacity) / self.rate_per_s)
 
     def record(self, at: float, cost: float = 1.0) -> None:
         self._check_cost(cost)
-        self._tat = max(self._tat, at) + cost / self.rate_per_s
+        if self._used(at) <= 0:  # drained by `at`: start over from there
+            self._since, self._level = at, 0.0
+        self._level += cost
 
     def _used(self, now: float) -> float:
-        return max(0.0, (self._tat - now) * self.rate_per_s)
+        if self._since == -math.inf:
+            return 0.0
+        return max(0.0, self._level - (now - self._since) * self.rate_per_s)
 
 
 class TokenBucket(_Gcra):
@@ -155,9 +162,9 @@ class SlidingWindow(Limiter):
         if not window_s > 0 or math.isinf(window_s):
             raise ValueError(f"window_s must be a positive finite number, not {window_s!r}")
         self.window_s = float(window_s)
-        self._times: list[float] = []
-        self._costs: list[float] = []
-        self._live = 0  # calls before this index left every window that can still matter
+        self._times: list[float] = []  # booked calls, in time order
+        self._cum: list[float] = [0.0]  # _cum[i]: cost of the first i calls, so sums are differences
+        self._live = 0  # calls before this index have left every window that can still matter
 
     @property
     def limit(self) -> float:
@@ -167,14 +174,16 @@ class SlidingWindow(Limiter):
         """Cost booked in the window ending at `now` (not counting calls booked for later)."""
         self._clock = max(self._clock, now)
         self._forget_expired()
-        low = self._first_live_at(self._clock)
-        return sum(self._costs[low : bisect_right(self._times, self._clock, lo=low)])
+        return self._in_window(self._clock)
 
     def record(self, at: float, cost: float = 1.0) -> None:
         self._check_cost(cost)
         index = bisect_right(self._times, at, lo=self._live)
         self._times.insert(index, at)
-        self._costs.insert(index, cost)
+        cum = self._cum
+        cum.insert(index + 1, cum[index] + cost)
+        for i in range(index + 2, len(cum)):  # only calls booked later than this one: usually none
+            cum[i] += cost
 
     def _expiry(self, time: float) -> float:
         return time + self.window_s
@@ -183,44 +192,38 @@ class SlidingWindow(Limiter):
         """Index of the first call still inside the window ending at `u` (time + window > u)."""
         return bisect_right(self._times, u, lo=self._live, key=self._expiry)
 
+    def _in_window(self, u: float) -> float:
+        first = self._first_live_at(u)
+        return self._cum[bisect_right(self._times, u, lo=first)] - self._cum[first]
+
     def _forget_expired(self) -> None:
         self._live = self._first_live_at(self._clock)
         if self._live > 1024 and 2 * self._live > len(self._times):
             del self._times[: self._live]
-            del self._costs[: self._live]
+            base = self._cum[self._live]
+            self._cum = [c - base for c in self._cum[self._live :]]
             self._live = 0
 
     def _earliest(self, start: float, cost: float) -> float:
         self._forget_expired()
-        times, costs, limit = self._times, self._costs, self.capacity
-        prefix: list[float] | None = None
+        times, cum, limit = self._times, self._cum, self.capacity
         at = start
         while True:
             # 1. The window ending at `at`: wait for the oldest calls in it to leave.
             first = self._first_live_at(at)
             end = bisect_right(times, at, lo=first)
-            used = sum(costs[first:end])
-            if used + cost > limit:
-                excess, freed, j = used + cost - limit, 0.0, first
-                while True:
-                    freed += costs[j]
-                    if freed >= excess or j == end - 1:
-                        break
-                    j += 1
-                at = times[j] + self.window_s
+            excess = cum[end] - cum[first] + cost - limit
+            if excess > 0:
+                leaving = bisect_left(cum, cum[first] + excess, lo=first + 1, hi=end)
+                at = times[leaving - 1] + self.window_s
                 continue
             # 2. Windows ending at calls booked for later that a call at `at` would also fall in.
             later = bisect_left(times, at + self.window_s, lo=end)
-            if later == end:
-                return at
-            if prefix is None:
-                prefix = list(accumulate(costs[self._live :], initial=0.0))
-            base, worst = self._live, -1
+            if cum[later] - cum[first] + cost <= limit:
+                return at  # even every call within a window of `at` together leaves room
+            worst = -1
             for m in range(end, later):
-                u = times[m]
-                inside = prefix[bisect_right(times, u, lo=m) - base]
-                inside -= prefix[self._first_live_at(u) - base]
-                if inside + cost > limit:
+                if self._in_window(times[m]) + cost > limit:
                     worst = m
             if worst < 0:
                 return at
@@ -482,9 +485,7 @@ def alpaca() -> ExchangeProfile:
     )
 
 
-PROFILES = MappingProxyType(
-    {"binance": binance, "kraken": kraken, "coinbase": coinbase, "alpaca": alpaca}
-)
+PROFILES = MappingProxyType({"binance": binance, "kraken": kraken, "coinbase": coinbase, "alpaca": alpaca})
 
 
 def profile_for(exchange: str) -> ExchangeProfile:
@@ -503,9 +504,9 @@ def profile_for(exchange: str) -> ExchangeProfile:
 class BackoffPolicy:
     """How a 429 turns into a pause (the venue's Retry-After is always honoured in full).
 
-    The first 429 pauses for Retry-After (at least `min_s`); each further 429 within
-    `streak_window_s` of the previous one doubles the previous pause, up to `cap_s`. A success, or
-    `streak_window_s` without a 429, starts over.
+    The first 429 pauses for Retry-After (at least `min_s`); each further 429 that comes within
+    `streak_window_s` of the end of the previous pause doubles that pause, up to `cap_s`. A success,
+    or `streak_window_s` of quiet after a pause, starts over.
     """
 
     min_s: float = 1.0
@@ -521,14 +522,12 @@ class _Backoff:
     def __init__(self) -> None:
         self.blocked_until = -math.inf
         self.streak = 0
-        self._last_429_at = -math.inf
         self._last_pause = 0.0
 
     def penalize(self, now: float, retry_after_s: float, policy: BackoffPolicy) -> float:
-        if now - self._last_429_at > policy.streak_window_s:
+        if now - self.blocked_until > policy.streak_window_s:
             self.streak = 0
         self.streak += 1
-        self._last_429_at = now
         asked = max(retry_after_s, policy.min_s)
         grown = asked if self.streak == 1 else max(asked, 2 * self._last_pause)
         pause = max(retry_after_s, min(policy.cap_s, grown))
@@ -563,8 +562,9 @@ class RateLimiter:
 
     def reserve(self, now: float, account: str, operation: str) -> float:
         """Seconds `account` must wait before `operation` may go (0.0: now); the call is booked."""
+        op = Operation(operation)
         own = self._account(account)
-        charges = self._charges(own, Operation(operation))
+        charges = self._charges(own, op)
         at = max(now, self._ip.backoff.blocked_until, own.backoff.blocked_until)
         # The first time every budget admits the call: moving later for one budget can run into
         # calls another budget has booked for later, so ask again until all agree.
