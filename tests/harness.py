@@ -26,7 +26,9 @@ from services.runtime.config import load_config
 from services.runtime.server import Listen, RunningServer
 from services.simexchange import app as sim_app
 
-FAST_EXECUTOR = {"info_refresh_s": "0.05", "limit_timeout_s": "5", "twap_interval_s": "0.05"}
+# Fast loops for quick tests. Exchange rate limits are off here: these tests trade one demo
+# user hard on purpose; the limits have their own tests (unit and executor level).
+FAST_EXECUTOR = {"info_refresh_s": "0.05", "limit_timeout_s": "5", "twap_interval_s": "0.05", "rate_limits": "off"}
 
 
 @dataclasses.dataclass

@@ -562,6 +562,26 @@ class RateLimiter:
 
     def reserve(self, now: float, account: str, operation: str) -> float:
         """Seconds `account` must wait before `operation` may go (0.0: now); the call is booked."""
+        charges, at = self._earliest(now, account, operation)
+        for limiter, cost in charges:
+            limiter.record(at, cost)
+        return at - now
+
+    def wait_for(self, now: float, account: str, operation: str) -> float:
+        """Seconds until `operation` could go for `account`, booking nothing."""
+        return self._earliest(now, account, operation)[1] - now
+
+    def try_reserve(self, now: float, account: str, operation: str) -> bool:
+        """Book the call only if it may go right now (background work that must not queue ahead
+        of orders); False, and nothing booked, otherwise."""
+        charges, at = self._earliest(now, account, operation)
+        if at > now:
+            return False
+        for limiter, cost in charges:
+            limiter.record(at, cost)
+        return True
+
+    def _earliest(self, now: float, account: str, operation: str) -> tuple[list[tuple[Limiter, float]], float]:
         op = Operation(operation)
         own = self._account(account)
         charges = self._charges(own, op)
@@ -573,9 +593,7 @@ class RateLimiter:
             if latest <= at:
                 break
             at = latest
-        for limiter, cost in charges:
-            limiter.record(at, cost)
-        return at - now
+        return charges, at
 
     def penalize(self, now: float, account: str | None, retry_after_s: float | None) -> float:
         """The venue answered 429 (or a ban) for `account`, or for the whole IP when None.

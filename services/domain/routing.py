@@ -50,8 +50,10 @@ class RoutingChoices:
 @dataclasses.dataclass(frozen=True)
 class BalancingConfig:
     strategy: Balancing = Balancing.SCORE_WEIGHTED
-    # Brokers whose seed score is within this many points of the best share the flow.
-    margin: float = 2.0
+    # Brokers whose seed score is within this many points of the best share the flow. Six points
+    # covers the seed's pair-score asymmetry (no history 50 vs a clean history 100: 5 points), so
+    # the first broker to fill a pair does not take all of a burst from equally good ones.
+    margin: float = 6.0
     min_split_leg_usd: Decimal = Decimal(10)
 
 

@@ -51,6 +51,10 @@ class Config:
     twap_interval_s: float = 1.0
     breaker_failures: int = 5
     breaker_open_s: float = 60.0
+    # The exchange's published request limits, per account and per IP (off only for load tests
+    # that flood a single account).
+    rate_limits: bool = True
+    book_refresh_per_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.broker not in BROKERS:
@@ -70,6 +74,8 @@ class Config:
             twap_interval_s=self.twap_interval_s,
             breaker_failures=self.breaker_failures,
             breaker_open_s=self.breaker_open_s,
+            rate_limits=self.rate_limits,
+            book_refresh_per_s=self.book_refresh_per_s,
         )
 
 

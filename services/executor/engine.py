@@ -34,6 +34,7 @@ from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
 from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
+from services.domain.rate_limits import RateLimiter, TokenBucket, profile_for
 from services.domain.retry import backoff
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
@@ -64,6 +65,8 @@ from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb, signal_from_
 log = logging.getLogger(__name__)
 
 BPS = Decimal("0.0001")
+# Whose budget public requests (books, markets) are charged to: only the per-IP limits apply.
+EXECUTOR_ACCOUNT = "executor"
 R = TypeVar("R")
 
 
@@ -87,8 +90,16 @@ class ExecutionConfig:
     twap_interval_s: float = 1.0
     # Visible liquidity counts levels within this band around the mid.
     liquidity_band_bps: Decimal = Decimal(100)
+    # An order is sized from the last book read if it is at most this old, else the book is read.
+    quote_max_age_s: float = 2.0
+    # Background book reads (for routers' liquidity) per second, under the rate limits.
+    book_refresh_per_s: float = 2.0
     breaker_failures: int = 5
     breaker_open_s: float = 60.0
+    # Hold every request to the exchange's published limits (off: for tests that flood one account).
+    rate_limits: bool = True
+    # A 429 is backed off and the request repeated up to this many times before the order fails.
+    rate_limited_retries: int = 5
     # How long an order whose send had an unknown outcome is looked up (and re-sent when the
     # exchange says it does not exist) before it is given up as FAILED.
     unknown_outcome_s: float = 30.0
@@ -105,6 +116,8 @@ class PairQuote:
     # The levels within the band, best first: what a router walks to estimate slippage.
     bids: tuple[BookLevel, ...] = ()
     asks: tuple[BookLevel, ...] = ()
+    # When the book was read (the engine's clock).
+    at: float = 0.0
 
 
 _NO_QUOTE = PairQuote(ZERO, ZERO, ZERO, ZERO)
@@ -215,6 +228,10 @@ class ExecutorEngine:
         # Update ids carry this run's id: a restarted executor never reuses an earlier run's ids.
         self._run_id = secrets.token_hex(4)
         self._rng = random.Random()
+        self._limits = RateLimiter(profile_for(broker)) if config.rate_limits else None
+        self._deferred = 0  # jobs waiting for their account's order budget, outside the queue
+        self._background: set[asyncio.Task[None]] = set()
+        self._refresh_budget = TokenBucket(max(1.0, config.book_refresh_per_s), config.book_refresh_per_s)
         self._venue = venue
         self._ledger = ledger
         self._config = config
@@ -243,8 +260,8 @@ class ExecutorEngine:
         return bool(self._markets)
 
     async def load_markets(self) -> None:
-        self._markets = await self._timed(self._venue.load_markets())
-        self._fees = await self._timed(self._venue.fetch_fees())
+        self._markets = await self._timed("markets", EXECUTOR_ACCOUNT, self._venue.load_markets)
+        self._fees = await self._timed("markets", EXECUTOR_ACCOUNT, self._venue.fetch_fees)
         log.info("markets loaded", extra={"broker": self.broker, "pairs": sorted(self._markets)})
 
     def start_workers(self) -> None:
@@ -318,14 +335,30 @@ class ExecutorEngine:
                 raise
 
     async def stop(self) -> None:
-        for task in self._workers:
+        tasks = [*self._workers, *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers = []
 
     async def refresh_quotes(self) -> None:
-        """Re-read every listed pair's book: best prices and visible liquidity per side."""
-        await asyncio.gather(*(self._refresh_quote(pair) for pair in sorted(self._markets)))
+        """Re-read the listed pairs' books (best prices, visible liquidity per side) as far as the
+        exchange's public budget allows right now, oldest first; orders never wait behind this."""
+        pairs = sorted(self._markets, key=lambda p: self._quotes[p].at if p in self._quotes else -1.0)
+        if self._limits is not None:
+            # Paced by its own bucket so it never takes more than a share of the exchange's public
+            # budget, and only booked when the exchange's budget has room right now.
+            now = self._clock()
+            allowed = []
+            for pair in pairs:
+                if self._refresh_budget.earliest(now) > now:
+                    break
+                if not self._limits.try_reserve(now, EXECUTOR_ACCOUNT, "order_book"):
+                    break
+                self._refresh_budget.record(now)
+                allowed.append(pair)
+            pairs = allowed
+        await asyncio.gather(*(self._refresh_quote(pair) for pair in pairs))
         self._touch()
 
     # ---- change notification ------------------------------------------------------------------
@@ -355,7 +388,9 @@ class ExecutorEngine:
 
     async def _refresh_quote(self, pair: str) -> None:
         try:
-            book = await self._timed(self._venue.fetch_order_book(pair))
+            book = await self._timed(
+                "order_book", EXECUTOR_ACCOUNT, lambda: self._venue.fetch_order_book(pair), reserved=True
+            )
         except VenueError as exc:
             if exc.transport:
                 self._record_transport(ok=False)
@@ -377,6 +412,7 @@ class ExecutorEngine:
             ask_liquidity_usd=sum((lvl.price * lvl.quantity for lvl in asks), ZERO),
             bids=bids,
             asks=asks,
+            at=self._clock(),
         )
 
     def snapshot(self) -> ExecutorSnapshot:
@@ -385,7 +421,7 @@ class ExecutorEngine:
             fees=self._fees,
             # Every listed pair; one without a current book shows no liquidity.
             pairs={pair: self._quotes.get(pair, _NO_QUOTE) for pair in self._markets},
-            queue_depth=len(self._queue),
+            queue_depth=len(self._queue) + self._deferred,
             max_queue_size=self._queue.max_size,
             active_executions=self._active,
             total_executions=self._total,
@@ -445,7 +481,7 @@ class ExecutorEngine:
         while True:
             await self._work_ready.acquire()
             job = self._queue.pop()
-            if job is None:
+            if job is None or self._must_wait_for_budget(job):
                 continue
             self._active += 1
             self._touch()
@@ -467,6 +503,29 @@ class ExecutorEngine:
                 self._active -= 1
                 self._touch()
                 self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
+
+    def _must_wait_for_budget(self, job: _Job) -> bool:
+        """A job whose account has no order budget left waits outside the queue, not in a
+        worker: one user's exhausted budget never holds a worker another user's order needs."""
+        if self._limits is None or job.started or job.recovered or job.done:
+            return False
+        wait = self._limits.wait_for(self._clock(), job.signal.user_id, "place_order")
+        if wait <= 0:
+            return False
+        self._deferred += 1
+        task = asyncio.create_task(self._requeue_after(job, wait))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    async def _requeue_after(self, job: _Job, wait: float) -> None:
+        try:
+            await self._sleep(wait)
+        finally:
+            self._deferred -= 1
+        if not job.done:
+            self._queue.push_recovered(job.signal.user_id, job, job.priority)
+            self._work_ready.release()
 
     async def _abandon(self, job: _Job) -> None:
         """After a bug or a ledger outage: record FAILED if possible; release the followers anyway."""
@@ -538,8 +597,14 @@ class ExecutorEngine:
 
     async def _new_request(self, job: _Job, market: Market, leg: int, leg_usd: Decimal) -> OrderRequest:
         signal = job.signal
-        book = await self._venue_call(self._venue.fetch_order_book(signal.pair), "order book")
-        touch = book.best_ask if signal.side is Side.BUY else book.best_bid
+        quote = self._quotes.get(signal.pair)
+        if quote is not None and self._clock() - quote.at <= self._config.quote_max_age_s:
+            touch: Decimal | None = quote.best_ask if signal.side is Side.BUY else quote.best_bid
+        else:
+            book = await self._venue_call(
+                "order_book", EXECUTOR_ACCOUNT, lambda: self._venue.fetch_order_book(signal.pair), "order book"
+            )
+            touch = book.best_ask if signal.side is Side.BUY else book.best_bid
         if touch is None:
             raise _LegOutcome(Status.FAILED, f"no liquidity on {self.broker} for {signal.pair}")
         quantity = floor_to_step(leg_usd / touch, market.lot_size)
@@ -586,11 +651,15 @@ class ExecutorEngine:
         while True:
             if send:
                 try:
-                    return await self._venue_call(self._venue.create_order(account, request), "place order")
+                    return await self._venue_call(
+                        "place_order", account.account_id, lambda: self._venue.create_order(account, request), "place order"
+                    )
                 except (DuplicateClientOrderId, _Ambiguous):
                     pass
             try:
-                report = await self._timed(self._venue.fetch_order(account, job.signal.pair, cid))
+                report = await self._timed(
+                    "fetch_order", account.account_id, lambda: self._venue.fetch_order(account, job.signal.pair, cid)
+                )
             except OrderNotFound:
                 self._record_transport(ok=True)
                 send, never_placed = True, True
@@ -619,9 +688,10 @@ class ExecutorEngine:
             if report.state.done or job.done:
                 return
             if self._clock() >= give_up_at or job.wind_down or job.cancel_reason:
+                cid = report.client_order_id
                 report = await self._venue_call(
-                    self._venue.cancel_order(account, job.signal.pair, report.client_order_id),
-                    "cancel order",
+                    "cancel_order", account.account_id,
+                    lambda: self._venue.cancel_order(account, job.signal.pair, cid), "cancel order",
                 )
                 await self._absorb(job, report, last_leg)
                 if not job.done:
@@ -637,8 +707,10 @@ class ExecutorEngine:
                     )
                 return
             await self._sleep(self._config.order_poll_s)
+            cid = report.client_order_id
             report = await self._venue_call(
-                self._venue.fetch_order(account, job.signal.pair, report.client_order_id), "poll order"
+                "fetch_order", account.account_id,
+                lambda: self._venue.fetch_order(account, job.signal.pair, cid), "poll order",
             )
 
     async def _absorb(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
@@ -662,16 +734,35 @@ class ExecutorEngine:
     def _account(self, signal: Signal) -> Account:
         return Account(user_id=signal.user_id, account_id=signal.user_id)
 
-    async def _timed(self, call: Awaitable[R]) -> R:
-        started = self._clock()
-        result = await call
-        self._latency.observe((self._clock() - started) * 1000.0)
-        return result
+    async def _timed(
+        self, operation: str, account: str, make_call: Callable[[], Awaitable[R]], reserved: bool = False
+    ) -> R:
+        """One venue request: within the exchange's rate limits (waiting for budget, backing off
+        on a 429, which means the request was not acted on, so repeating it is safe), timed.
+        `reserved`: the caller already booked the first attempt's budget."""
+        for attempt in range(self._config.rate_limited_retries + 1):
+            if self._limits is not None and not (reserved and attempt == 0):
+                wait = self._limits.reserve(self._clock(), account, operation)
+                if wait > 0:
+                    await self._sleep(wait)
+            started = self._clock()
+            try:
+                result = await make_call()
+            except RateLimited as exc:
+                if self._limits is None or attempt == self._config.rate_limited_retries:
+                    raise
+                self._limits.penalize(self._clock(), account, exc.retry_after_s)
+                continue
+            self._latency.observe((self._clock() - started) * 1000.0)
+            if self._limits is not None:
+                self._limits.succeeded(self._clock(), account)
+            return result
+        raise AssertionError("unreachable")
 
-    async def _venue_call(self, call: Awaitable[R], what: str) -> R:
-        """One venue call: timed, breaker fed, venue errors turned into order outcomes."""
+    async def _venue_call(self, operation: str, account: str, make_call: Callable[[], Awaitable[R]], what: str) -> R:
+        """One venue call: rate-limited, timed, breaker fed, venue errors turned into order outcomes."""
         try:
-            result = await self._timed(call)
+            result = await self._timed(operation, account, make_call)
         except ExchangeUnavailable as exc:
             self._record_transport(ok=False)
             raise _Ambiguous(f"{what}: {exc}") from exc
@@ -682,7 +773,7 @@ class ExecutorEngine:
         except DuplicateClientOrderId:
             raise
         except RateLimited as exc:
-            raise _LegOutcome(Status.FAILED, f"{self.broker} rate limited: {exc}") from exc
+            raise _LegOutcome(Status.FAILED, f"{self.broker} kept rate limiting: {exc}") from exc
         self._record_transport(ok=True)
         return result
 

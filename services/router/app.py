@@ -41,7 +41,7 @@ class Config:
     max_attempts: int = 3
     # Near-equal brokers share the flow: best | score_weighted | least_loaded.
     balancing: str = "score_weighted"
-    balancing_margin: float = 2.0
+    balancing_margin: float = 6.0
     min_split_leg_usd: Decimal = Decimal(10)
     # Seed of the load balancer's random choice (None: a fresh one each start).
     seed: int | None = None

@@ -33,7 +33,11 @@ def mesh(tmp_path_factory):
     console = open(data / "console.txt", "w")  # noqa: SIM115 - closed at teardown
     up = subprocess.Popen(
         [str(BIN / "nija"), "up", "--auto-ports", "--data-dir", str(data),
-         "--set", f"simexchange:fee_overrides={FEES}"],
+         "--set", f"simexchange:fee_overrides={FEES}",
+         # One demo user sends all 1,000: the exchanges' per-account order limits would make this
+         # a test of Kraken's 60 orders a minute, not of the router's spread.
+         *(arg for b in ("binance", "kraken", "coinbase", "alpaca")
+           for arg in ("--set", f"executor-{b}:rate_limits=off"))],
         stdout=console, stderr=subprocess.STDOUT,
     )
     manifest = data / "mesh.json"

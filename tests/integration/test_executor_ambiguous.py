@@ -27,7 +27,7 @@ async def test_lost_responses_never_duplicate_or_lose_an_order():
     sim = await RunningServer(sim_app.build_app(load_config(sim_app.Config, {"seed": "9"})), Listen(port=0)).start()
     venue = SimVenue("kraken", sim.target)
     ledger = MemoryLedger()
-    engine = ExecutorEngine("kraken", venue, ledger, ExecutionConfig(concurrency=16, lookup_backoff_s=0.01))
+    engine = ExecutorEngine("kraken", venue, ledger, ExecutionConfig(concurrency=16, lookup_backoff_s=0.01, rate_limits=False))
     async with grpc.aio.insecure_channel(sim.target) as channel:
         faults = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channel)
         try:

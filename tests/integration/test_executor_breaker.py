@@ -20,7 +20,7 @@ SERVICE = "nija.executor.v1.ExecutorService"
 async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(tmp_path):
     sim = await RunningServer(sim_app.build_app(load_config(sim_app.Config, {})), Listen(port=0)).start()
     config = load_config(executor_app.Config, {
-        "broker": "kraken", "simexchange_target": sim.target, "aggregator_target": "127.0.0.1:9",
+        "broker": "binance", "simexchange_target": sim.target, "aggregator_target": "127.0.0.1:9",
         "info_refresh_s": "0.05", "breaker_open_s": "0.5", "journal_path": str(tmp_path / "journal.db"),
     })
     executor = await RunningServer(executor_app.build_app(config), Listen(port=0)).start()
@@ -57,11 +57,11 @@ async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(
                 transitions.append((before.value, engine.breaker.state.value, engine.breaker._failures))
 
         engine._record_transport = spy
-        await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="kraken", mode=simexchange_pb2.FAULT_MODE_UNAVAILABLE))
+        await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="binance", mode=simexchange_pb2.FAULT_MODE_UNAVAILABLE))
         await until(lambda: statuses[-1] == NOT_SERVING)
         assert transitions[0] == ("closed", "open", 5)  # exactly at the threshold
 
-        await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="kraken", mode=simexchange_pb2.FAULT_MODE_NONE))
+        await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="binance", mode=simexchange_pb2.FAULT_MODE_NONE))
         await until(lambda: statuses[-1] == SERVING)
         assert engine.breaker.state is BreakerState.CLOSED
         # After the open period the first success (the probe) closes it; exactly-one-probe is

@@ -81,13 +81,13 @@ async def test_queue_depth_change_moves_the_route(tmp_path):
         engine = mesh.servers["executor-binance"].app.engine
         gate = asyncio.Event()
         venue = engine._venue
-        real_book = venue.fetch_order_book
+        real_create = venue.create_order
 
-        async def held(pair, depth=0):
+        async def held(account, order):
             await gate.wait()
-            return await real_book(pair, depth)
+            return await real_create(account, order)
 
-        venue.fetch_order_book = held
+        venue.create_order = held
         pb = signal(signal_id="q-probe", usd="100")
         orders = []
         started = time.monotonic()

@@ -30,7 +30,7 @@ from services.executor.venues.base import (
 )
 from services.runtime.errors import ServiceError
 from services.runtime.wire import STATUS_FROM_PB
-from tests.fakes import MemoryLedger
+from tests.fakes import MemoryLedger, VirtualClock
 
 MARKET = Market("BTC-USD", "BTC", "USD", Decimal("0.01"), Decimal("0.0001"), Decimal("0.0001"), Decimal(10))
 ASK, BID = Decimal(60000), Decimal(59990)
@@ -405,4 +405,37 @@ async def test_cancelling_a_queued_order_never_sends_it():
     updates = await waiting
     assert statuses(updates) == [Status.QUEUED, Status.CANCELLED]
     assert venue.create_calls == 1  # only "busy" reached the exchange
+    await engine.stop()
+
+
+async def test_orders_keep_to_each_accounts_budget_and_users_do_not_wait_for_each_other():
+    """Binance: 50 orders per 10 s per account. A sends 120 at once, B sends 5 a moment later."""
+    venue = ScriptedVenue(ask_quantity=Decimal(1000))
+    ledger, clock = MemoryLedger(), VirtualClock()
+    engine = ExecutorEngine("binance", venue, ledger, ExecutionConfig(concurrency=16), clock=clock.clock, sleep=clock.sleep)
+    await engine.load_markets()
+    engine.start_workers()
+    placed: list[tuple[float, str]] = []
+    real_create = venue.create_order
+
+    async def timed_create(account, order):
+        placed.append((clock.now, account.account_id))
+        return await real_create(account, order)
+
+    venue.create_order = timed_create
+
+    async def scenario():
+        a = [asyncio.create_task(run(engine, signal(sid=f"a{i}", user="user-a", usd="60"))) for i in range(120)]
+        await clock.sleep(0.5)
+        b = [asyncio.create_task(run(engine, signal(sid=f"b{i}", user="user-b", usd="60"))) for i in range(5)]
+        await asyncio.gather(*a, *b)
+
+    await clock.run(scenario())
+    a_times = sorted(t for t, acct in placed if acct == "user-a")
+    b_times = sorted(t for t, acct in placed if acct == "user-b")
+    assert len(a_times) == 120 and len(b_times) == 5
+    for i, start in enumerate(a_times):  # never more than 50 of A's orders in any 10 s
+        assert sum(1 for t in a_times[i:] if t < start + 10.0) <= 50
+    assert a_times[-1] >= 20.0  # 120 orders need three 10-second windows
+    assert max(b_times) < 1.0  # B went at once, while A waited for its budget
     await engine.stop()
