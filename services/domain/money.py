@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 ZERO = Decimal(0)
 
@@ -54,6 +54,13 @@ def floor_to_step(value: Decimal, step: Decimal) -> Decimal:
     if step <= 0:
         return value
     return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+
+def ceil_to_step(value: Decimal, step: Decimal) -> Decimal:
+    """Smallest multiple of `step` that is >= value (for value >= 0)."""
+    if step <= 0:
+        return value
+    return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
 
 
 def round_to_step(value: Decimal, step: Decimal) -> Decimal:

@@ -210,7 +210,7 @@ def leg_route(signal: Signal, broker: str, size_usd: Decimal, cost: CostEstimate
     """The route of one split leg (its own method by its own size)."""
     return Route(
         broker=broker,
-        method=execution_method(size_usd, signal.signal_type),
+        method=execution_method(size_usd, signal.signal_type, signal.limit_price),
         priority=priority(signal.signal_type),
         estimated_fees=cost.fee_usd,
         estimated_latency_ms=0.0,

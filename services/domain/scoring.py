@@ -173,7 +173,7 @@ def route_for(signal: Signal, score: BrokerScore) -> Route:
     """The seed's RouteDecision for the chosen broker."""
     return Route(
         broker=score.broker,
-        method=execution_method(signal.size_usd, signal.signal_type),
+        method=execution_method(signal.size_usd, signal.signal_type, signal.limit_price),
         priority=priority(signal.signal_type),
         estimated_fees=signal.size_usd * score.maker_fee,
         estimated_latency_ms=score.avg_latency_ms,

@@ -53,6 +53,12 @@ class Signal:
     strategy: str = ""
     timestamp: datetime | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # A limit price from the strategy (None: limit orders are priced from the current touch).
+    limit_price: Decimal | None = None
+    # Seconds a limit order may rest (0: the executor's default), and whether the rest then goes
+    # as a market order instead of being cancelled.
+    limit_expiry_s: int = 0
+    convert_on_expiry: bool = False
 
     @property
     def base(self) -> str:
@@ -71,6 +77,7 @@ class Signal:
             and self.side == other.side
             and self.size_usd == other.size_usd
             and self.signal_type == other.signal_type
+            and self.limit_price == other.limit_price
         )
 
 
@@ -137,10 +144,33 @@ def priority(signal_type: SignalType) -> int:
 TWAP_THRESHOLD_USD = Decimal(10000)
 
 
-def execution_method(size_usd: Decimal, signal_type: SignalType) -> ExecutionMethod:
-    """The seed's choice: over $10,000 -> TWAP; stop_loss/exit -> market; otherwise limit."""
+MAX_LIMIT_EXPIRY_S = 7 * 24 * 3600
+
+
+def check_limit_price(text: str) -> Decimal | None:
+    if not text:
+        return None
+    try:
+        return parse_positive(text, "limit_price")
+    except BadDecimal as exc:
+        raise SignalProblem("limit_price", str(exc)) from exc
+
+
+def check_limit_expiry(seconds: int) -> int:
+    if seconds > MAX_LIMIT_EXPIRY_S:
+        raise SignalProblem("limit_expiry_s", f"limit_expiry_s must be at most {MAX_LIMIT_EXPIRY_S}")
+    return seconds
+
+
+def execution_method(
+    size_usd: Decimal, signal_type: SignalType, limit_price: Decimal | None = None
+) -> ExecutionMethod:
+    """The seed's choice: over $10,000 -> TWAP; stop_loss/exit -> market; otherwise limit.
+    A strategy's own limit price makes a would-be market order a limit order at that price."""
     if size_usd > TWAP_THRESHOLD_USD:
         return ExecutionMethod.TWAP
+    if limit_price is not None:
+        return ExecutionMethod.LIMIT
     if signal_type in (SignalType.STOP_LOSS, SignalType.EXIT):
         return ExecutionMethod.MARKET
     return ExecutionMethod.LIMIT

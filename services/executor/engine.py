@@ -32,7 +32,7 @@ from nija.common.v1 import common_pb2
 
 from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
-from services.domain.money import ZERO, floor_to_step, fmt, quantize_derived
+from services.domain.money import ZERO, ceil_to_step, floor_to_step, fmt, quantize_derived
 from services.domain.performance import LatencyAverage
 from services.domain.rate_limits import RateLimiter, TokenBucket, profile_for
 from services.domain.retry import backoff
@@ -65,6 +65,8 @@ from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb, signal_from_
 log = logging.getLogger(__name__)
 
 BPS = Decimal("0.0001")
+# Leg numbers of market orders that carry an expired limit order's rest (leg + this).
+CONVERTED_LEG = 1000
 # Whose budget public requests (books, markets) are charged to: only the per-IP limits apply.
 EXECUTOR_ACCOUNT = "executor"
 R = TypeVar("R")
@@ -593,7 +595,7 @@ class ExecutorEngine:
             await self._journal.leg(job.signal.user_id, job.signal.signal_id, leg, request)
         await self._emit(job, Status.EXECUTING, reason=self._describe(request, leg))
         report = await self._place(job, request, look_up_first=recovered is not None)
-        await self._follow(job, report, last_leg=last)
+        await self._follow(job, report, last_leg=last, leg=leg)
 
     async def _new_request(self, job: _Job, market: Market, leg: int, leg_usd: Decimal) -> OrderRequest:
         signal = job.signal
@@ -615,7 +617,10 @@ class ExecutorEngine:
                 f"({fmt(market.min_quantity)} {market.base}, ${fmt(market.min_notional)})",
             )
         limit_price = None
-        if job.method is ExecutionMethod.LIMIT:
+        if signal.limit_price is not None:
+            # The strategy's price, on the tick: never paying more (buy) or taking less (sell).
+            limit_price = (floor_to_step if signal.side is Side.BUY else ceil_to_step)(signal.limit_price, market.tick_size)
+        elif job.method is ExecutionMethod.LIMIT:
             cross = self._config.limit_offset_bps * BPS
             limit_price = floor_to_step(
                 touch * (1 + cross if signal.side is Side.BUY else 1 - cross), market.tick_size
@@ -678,11 +683,13 @@ class ExecutorEngine:
                 )
             await self._sleep(delay)
 
-    async def _follow(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
-        """Record fills as they come until the venue order is done (or the limit times out)."""
+    async def _follow(self, job: _Job, report: OrderReport, last_leg: bool, leg: int) -> None:
+        """Record fills as they come until the venue order is done, or the limit expires (then
+        the rest is cancelled, or sent as a market order when the signal asks for that)."""
         account = self._account(job.signal)
         job.venue_order_id = report.venue_order_id
-        give_up_at = self._clock() + self._config.limit_timeout_s
+        expiry_s = job.signal.limit_expiry_s or self._config.limit_timeout_s
+        give_up_at = self._clock() + expiry_s
         while True:
             await self._absorb(job, report, last_leg)
             if report.state.done or job.done:
@@ -694,13 +701,18 @@ class ExecutorEngine:
                     lambda: self._venue.cancel_order(account, job.signal.pair, cid), "cancel order",
                 )
                 await self._absorb(job, report, last_leg)
+                rest = report.quantity - report.filled_quantity
+                expired = not (job.cancel_reason or job.wind_down)
+                if expired and job.signal.convert_on_expiry and rest > 0 and not job.done:
+                    await self._convert_rest(job, report, rest, last_leg, leg)
+                    return
                 if not job.done:
                     if job.cancel_reason:
                         why = job.cancel_reason
                     elif job.wind_down:
                         why = f"{self.broker} executor shutting down"
                     else:
-                        why = f"limit order not filled within {self._config.limit_timeout_s:g}s"
+                        why = f"limit order not filled within {expiry_s:g}s"
                     raise _LegOutcome(
                         Status.CANCELLED,
                         f"{why}; filled {fmt(job.filled_quantity)} of {fmt(job.order_quantity)}",
@@ -712,6 +724,26 @@ class ExecutorEngine:
                 "fetch_order", account.account_id,
                 lambda: self._venue.fetch_order(account, job.signal.pair, cid), "poll order",
             )
+
+    async def _convert_rest(self, job: _Job, expired: OrderReport, rest: Decimal, last_leg: bool, leg: int) -> None:
+        """The expired limit's rest, as a market order with its own client order id."""
+        signal = job.signal
+        request = OrderRequest(
+            client_order_id=client_order_id(signal.user_id, signal.signal_id, self.broker, CONVERTED_LEG + leg),
+            pair=signal.pair,
+            side=signal.side,
+            order_type=OrderType.MARKET,
+            quantity=rest,
+        )
+        job.client_order_id = request.client_order_id
+        if self._journal is not None:
+            await self._journal.leg(signal.user_id, signal.signal_id, CONVERTED_LEG + leg, request)
+        await self._emit(
+            job, Status.EXECUTING,
+            reason=f"limit {fmt(expired.limit_price or Decimal(0))} expired; the rest ({fmt(rest)}) goes at market",
+        )
+        report = await self._place(job, request)
+        await self._follow(job, report, last_leg, CONVERTED_LEG + leg)
 
     async def _absorb(self, job: _Job, report: OrderReport, last_leg: bool) -> None:
         new = [f for f in report.fills if f.trade_id not in job.seen_trades]

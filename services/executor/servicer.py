@@ -41,7 +41,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         if route.broker and route.broker != self._engine.broker:
             raise invalid("WRONG_BROKER", f"this executor serves {self._engine.broker}, not {route.broker}")
         method = METHOD_FROM_PB.get(route.execution_method) or execution_method(
-            signal.size_usd, signal.signal_type
+            signal.size_usd, signal.signal_type, signal.limit_price
         )
         prio = route.priority if 1 <= route.priority <= 5 else priority(signal.signal_type)
         async for update in self._engine.execute(signal, method, prio):

@@ -17,6 +17,8 @@ from services.domain.signal import (
     SignalProblem,
     SignalType,
     check_id,
+    check_limit_expiry,
+    check_limit_price,
     check_metadata,
     check_pair,
     check_size,
@@ -44,6 +46,11 @@ METHOD_TO_PB = {
 METHOD_FROM_PB = {v: k for k, v in METHOD_TO_PB.items()}
 
 STATUS_TO_PB = {s: getattr(common_pb2, f"EXECUTION_STATUS_{s.name}") for s in Status}
+EXPIRY_POLICIES = (
+    common_pb2.EXPIRY_POLICY_UNSPECIFIED,
+    common_pb2.EXPIRY_POLICY_CANCEL,
+    common_pb2.EXPIRY_POLICY_CONVERT_TO_MARKET,
+)
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
 
@@ -98,6 +105,10 @@ def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
         signal_type = signal_type_from_pb(pb.signal_type)
         strategy = check_strategy(pb.strategy)
         metadata = check_metadata(dict(pb.metadata))
+        limit_price = check_limit_price(pb.limit_price)
+        limit_expiry_s = check_limit_expiry(pb.limit_expiry_s)
+        if pb.on_expiry not in EXPIRY_POLICIES:
+            raise SignalProblem("on_expiry", "on_expiry must be CANCEL or CONVERT_TO_MARKET")
     except SignalProblem as problem:
         raise field_error(problem) from None
     return Signal(
@@ -110,6 +121,9 @@ def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
         strategy=strategy,
         timestamp=timestamp_to_datetime(pb.timestamp),
         metadata=metadata,
+        limit_price=limit_price,
+        limit_expiry_s=limit_expiry_s,
+        convert_on_expiry=pb.on_expiry == common_pb2.EXPIRY_POLICY_CONVERT_TO_MARKET,
     )
 
 
@@ -123,6 +137,9 @@ def signal_to_pb(signal: Signal) -> common_pb2.TradeSignal:
         signal_type=SIGNAL_TYPE_TO_PB[signal.signal_type],
         strategy=signal.strategy,
         metadata=dict(signal.metadata),
+        limit_price=format(signal.limit_price, "f") if signal.limit_price is not None else "",
+        limit_expiry_s=signal.limit_expiry_s,
+        on_expiry=common_pb2.EXPIRY_POLICY_CONVERT_TO_MARKET if signal.convert_on_expiry else 0,
     )
     if signal.timestamp is not None:
         pb.timestamp.FromDatetime(signal.timestamp)

@@ -164,6 +164,10 @@ BAD = [
     (dict(side=common_pb2.SIDE_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, "BAD_SIDE"),
     (dict(side=7), grpc.StatusCode.INVALID_ARGUMENT, "BAD_SIDE"),
     (dict(kind=common_pb2.SIGNAL_TYPE_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, "BAD_SIGNAL_TYPE"),
+    (dict(limit_price="-1"), grpc.StatusCode.INVALID_ARGUMENT, "BAD_LIMIT_PRICE"),
+    (dict(limit_price="1e3"), grpc.StatusCode.INVALID_ARGUMENT, "BAD_LIMIT_PRICE"),
+    (dict(on_expiry=9), grpc.StatusCode.INVALID_ARGUMENT, "BAD_ON_EXPIRY"),
+    (dict(limit_expiry_s=10**7), grpc.StatusCode.INVALID_ARGUMENT, "BAD_LIMIT_EXPIRY_S"),
     (dict(user="dave", pair="SOL-USD"), grpc.StatusCode.PERMISSION_DENIED, "PAIR_NOT_ALLOWED"),
     (dict(user="bob", usd="6000"), grpc.StatusCode.PERMISSION_DENIED, "SIZE_ABOVE_MAX"),
 ]

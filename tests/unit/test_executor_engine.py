@@ -439,3 +439,27 @@ async def test_orders_keep_to_each_accounts_budget_and_users_do_not_wait_for_eac
     assert a_times[-1] >= 20.0  # 120 orders need three 10-second windows
     assert max(b_times) < 1.0  # B went at once, while A waited for its budget
     await engine.stop()
+
+
+def limit_signal(sid: str, price: str, expiry: int, convert: bool) -> Signal:
+    return dataclasses.replace(signal(sid=sid), limit_price=Decimal(price), limit_expiry_s=expiry, convert_on_expiry=convert)
+
+
+async def test_signal_limit_price_rests_then_expires_cancelled():
+    engine, venue, ledger = await make_engine(order_poll_s=1)
+    updates = await run(engine, limit_signal("lim-1", "59000.129", 30, False), method=ExecutionMethod.LIMIT)
+    order = next(iter(venue.orders.values()))
+    assert order.limit_price == Decimal("59000.12")  # a buy's price goes down to the tick, never up
+    assert statuses(updates)[-1] is Status.CANCELLED and "not filled within 30s" in updates[-1].reason
+    await engine.stop()
+
+
+async def test_expired_limit_rest_converts_to_market():
+    engine, venue, ledger = await make_engine(order_poll_s=1)
+    updates = await run(engine, limit_signal("lim-2", "59000", 10, True), method=ExecutionMethod.LIMIT)
+    assert statuses(updates) == [Status.QUEUED, Status.EXECUTING, Status.EXECUTING, Status.FILLED]
+    assert "goes at market" in updates[2].reason
+    kinds = sorted(o.order_type.value for o in venue.orders.values())
+    assert kinds == ["limit", "market"] and len({o.client_order_id for o in venue.orders.values()}) == 2
+    assert Decimal(updates[-1].filled_quantity) == Decimal(updates[-1].order_quantity) == Decimal("0.01")
+    await engine.stop()

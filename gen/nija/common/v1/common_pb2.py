@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/common/v1/common.proto\x12\x0enija.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0eRoutingOptions\x12-\n\x06policy\x18\x01 \x01(\x0e\x32\x1d.nija.common.v1.RoutingPolicy\x12\x13\n\x0b\x61llow_split\x18\x02 \x01(\x08\x12\x1a\n\x12include_withdrawal\x18\x03 \x01(\x08\x12\x18\n\x10max_slippage_bps\x18\x04 \x01(\r\"\x86\x03\n\x0bTradeSignal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\x12\"\n\x04side\x18\x04 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x10\n\x08size_usd\x18\x05 \x01(\t\x12/\n\x0bsignal_type\x18\x06 \x01(\x0e\x32\x1a.nija.common.v1.SignalType\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x08metadata\x18\t \x03(\x0b\x32).nija.common.v1.TradeSignal.MetadataEntry\x12/\n\x07routing\x18\n \x01(\x0b\x32\x1e.nija.common.v1.RoutingOptions\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x08SplitLeg\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08size_usd\x18\x02 \x01(\t\x12\x17\n\x0f\x63hild_signal_id\x18\x03 \x01(\t\"\xc1\x02\n\rRouteDecision\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x39\n\x10\x65xecution_method\x18\x02 \x01(\x0e\x32\x1f.nija.common.v1.ExecutionMethod\x12\x10\n\x08priority\x18\x03 \x01(\r\x12\x16\n\x0e\x65stimated_fees\x18\x04 \x01(\t\x12\x1c\n\x14\x65stimated_latency_ms\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\x06policy\x18\x08 \x01(\x0e\x32\x1d.nija.common.v1.RoutingPolicy\x12\x16\n\x0e\x65stimated_cost\x18\t \x01(\t\x12&\n\x04legs\x18\n \x03(\x0b\x32\x18.nija.common.v1.SplitLeg\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\",\n\tBookLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xba\x01\n\x04\x46ill\x12\x16\n\x0evenue_trade_id\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\x0b\n\x03\x66\x65\x65\x18\x04 \x01(\t\x12\x14\n\x0c\x66\x65\x65_currency\x18\x05 \x01(\t\x12,\n\tliquidity\x18\x06 \x01(\x0e\x32\x19.nija.common.v1.Liquidity\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x04\n\x0f\x45xecutionUpdate\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.nija.common.v1.ExecutionStatus\x12\x0e\n\x06\x62roker\x18\x05 \x01(\t\x12\x0c\n\x04pair\x18\x06 \x01(\t\x12\"\n\x04side\x18\x07 \x01(\x0e\x32\x14.nija.common.v1.Side\x12#\n\x05\x66ills\x18\x08 \x03(\x0b\x32\x14.nija.common.v1.Fill\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\n \x01(\t\x12\x17\n\x0f\x66illed_notional\x18\x0b \x01(\t\x12\x12\n\nfees_total\x18\x0c \x01(\t\x12\x15\n\raverage_price\x18\r \x01(\t\x12\x16\n\x0eorder_quantity\x18\x0e \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x0f \x01(\t\x12\x16\n\x0evenue_order_id\x18\x10 \x01(\t\x12(\n\x04time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05route\x18\x12 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12\x11\n\tupdate_id\x18\x13 \x01(\t\x12\x18\n\x10parent_signal_id\x18\x14 \x01(\t*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8e\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SIGNAL_TYPE_ENTRY\x10\x01\x12\x14\n\x10SIGNAL_TYPE_EXIT\x10\x02\x12\x1b\n\x17SIGNAL_TYPE_PROFIT_TAKE\x10\x03\x12\x19\n\x15SIGNAL_TYPE_STOP_LOSS\x10\x04*\xc8\x02\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_ROUTING\x10\x02\x12\x1b\n\x17\x45XECUTION_STATUS_QUEUED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_EXECUTING\x10\x04\x12!\n\x1d\x45XECUTION_STATUS_PARTIAL_FILL\x10\x05\x12\x1b\n\x17\x45XECUTION_STATUS_FILLED\x10\x06\x12\x1d\n\x19\x45XECUTION_STATUS_REJECTED\x10\x07\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x08\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\t*\x87\x01\n\x0f\x45xecutionMethod\x12 \n\x1c\x45XECUTION_METHOD_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_METHOD_MARKET\x10\x01\x12\x1a\n\x16\x45XECUTION_METHOD_LIMIT\x10\x02\x12\x19\n\x15\x45XECUTION_METHOD_TWAP\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02*b\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14ROUTING_POLICY_SCORE\x10\x01\x12\x17\n\x13ROUTING_POLICY_COST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/common/v1/common.proto\x12\x0enija.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0eRoutingOptions\x12-\n\x06policy\x18\x01 \x01(\x0e\x32\x1d.nija.common.v1.RoutingPolicy\x12\x13\n\x0b\x61llow_split\x18\x02 \x01(\x08\x12\x1a\n\x12include_withdrawal\x18\x03 \x01(\x08\x12\x18\n\x10max_slippage_bps\x18\x04 \x01(\r\"\xe4\x03\n\x0bTradeSignal\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\x12\"\n\x04side\x18\x04 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x10\n\x08size_usd\x18\x05 \x01(\t\x12/\n\x0bsignal_type\x18\x06 \x01(\x0e\x32\x1a.nija.common.v1.SignalType\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x08metadata\x18\t \x03(\x0b\x32).nija.common.v1.TradeSignal.MetadataEntry\x12/\n\x07routing\x18\n \x01(\x0b\x32\x1e.nija.common.v1.RoutingOptions\x12\x13\n\x0blimit_price\x18\x0b \x01(\t\x12\x16\n\x0elimit_expiry_s\x18\x0c \x01(\r\x12/\n\ton_expiry\x18\r \x01(\x0e\x32\x1c.nija.common.v1.ExpiryPolicy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x08SplitLeg\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08size_usd\x18\x02 \x01(\t\x12\x17\n\x0f\x63hild_signal_id\x18\x03 \x01(\t\"\xc1\x02\n\rRouteDecision\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x39\n\x10\x65xecution_method\x18\x02 \x01(\x0e\x32\x1f.nija.common.v1.ExecutionMethod\x12\x10\n\x08priority\x18\x03 \x01(\r\x12\x16\n\x0e\x65stimated_fees\x18\x04 \x01(\t\x12\x1c\n\x14\x65stimated_latency_ms\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\x06policy\x18\x08 \x01(\x0e\x32\x1d.nija.common.v1.RoutingPolicy\x12\x16\n\x0e\x65stimated_cost\x18\t \x01(\t\x12&\n\x04legs\x18\n \x03(\x0b\x32\x18.nija.common.v1.SplitLeg\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\",\n\tBookLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xba\x01\n\x04\x46ill\x12\x16\n\x0evenue_trade_id\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\t\x12\x0b\n\x03\x66\x65\x65\x18\x04 \x01(\t\x12\x14\n\x0c\x66\x65\x65_currency\x18\x05 \x01(\t\x12,\n\tliquidity\x18\x06 \x01(\x0e\x32\x19.nija.common.v1.Liquidity\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x04\n\x0f\x45xecutionUpdate\x12\x11\n\tsignal_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.nija.common.v1.ExecutionStatus\x12\x0e\n\x06\x62roker\x18\x05 \x01(\t\x12\x0c\n\x04pair\x18\x06 \x01(\t\x12\"\n\x04side\x18\x07 \x01(\x0e\x32\x14.nija.common.v1.Side\x12#\n\x05\x66ills\x18\x08 \x03(\x0b\x32\x14.nija.common.v1.Fill\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\n \x01(\t\x12\x17\n\x0f\x66illed_notional\x18\x0b \x01(\t\x12\x12\n\nfees_total\x18\x0c \x01(\t\x12\x15\n\raverage_price\x18\r \x01(\t\x12\x16\n\x0eorder_quantity\x18\x0e \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x0f \x01(\t\x12\x16\n\x0evenue_order_id\x18\x10 \x01(\t\x12(\n\x04time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05route\x18\x12 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12\x11\n\tupdate_id\x18\x13 \x01(\t\x12\x18\n\x10parent_signal_id\x18\x14 \x01(\t*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8e\x01\n\nSignalType\x12\x1b\n\x17SIGNAL_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SIGNAL_TYPE_ENTRY\x10\x01\x12\x14\n\x10SIGNAL_TYPE_EXIT\x10\x02\x12\x1b\n\x17SIGNAL_TYPE_PROFIT_TAKE\x10\x03\x12\x19\n\x15SIGNAL_TYPE_STOP_LOSS\x10\x04*\xc8\x02\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_ROUTING\x10\x02\x12\x1b\n\x17\x45XECUTION_STATUS_QUEUED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_EXECUTING\x10\x04\x12!\n\x1d\x45XECUTION_STATUS_PARTIAL_FILL\x10\x05\x12\x1b\n\x17\x45XECUTION_STATUS_FILLED\x10\x06\x12\x1d\n\x19\x45XECUTION_STATUS_REJECTED\x10\x07\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x08\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\t*\x87\x01\n\x0f\x45xecutionMethod\x12 \n\x1c\x45XECUTION_METHOD_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_METHOD_MARKET\x10\x01\x12\x1a\n\x16\x45XECUTION_METHOD_LIMIT\x10\x02\x12\x19\n\x15\x45XECUTION_METHOD_TWAP\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02*b\n\rRoutingPolicy\x12\x1e\n\x1aROUTING_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14ROUTING_POLICY_SCORE\x10\x01\x12\x17\n\x13ROUTING_POLICY_COST\x10\x02*l\n\x0c\x45xpiryPolicy\x12\x1d\n\x19\x45XPIRY_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XPIRY_POLICY_CANCEL\x10\x01\x12#\n\x1f\x45XPIRY_POLICY_CONVERT_TO_MARKET\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRADESIGNAL_METADATAENTRY']._loaded_options = None
   _globals['_TRADESIGNAL_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SIDE']._serialized_start=1785
-  _globals['_SIDE']._serialized_end=1842
-  _globals['_SIGNALTYPE']._serialized_start=1845
-  _globals['_SIGNALTYPE']._serialized_end=1987
-  _globals['_EXECUTIONSTATUS']._serialized_start=1990
-  _globals['_EXECUTIONSTATUS']._serialized_end=2318
-  _globals['_EXECUTIONMETHOD']._serialized_start=2321
-  _globals['_EXECUTIONMETHOD']._serialized_end=2456
-  _globals['_BREAKERSTATE']._serialized_start=2458
-  _globals['_BREAKERSTATE']._serialized_end=2582
-  _globals['_LIQUIDITY']._serialized_start=2584
-  _globals['_LIQUIDITY']._serialized_end=2664
-  _globals['_ROUTINGPOLICY']._serialized_start=2666
-  _globals['_ROUTINGPOLICY']._serialized_end=2764
+  _globals['_SIDE']._serialized_start=1879
+  _globals['_SIDE']._serialized_end=1936
+  _globals['_SIGNALTYPE']._serialized_start=1939
+  _globals['_SIGNALTYPE']._serialized_end=2081
+  _globals['_EXECUTIONSTATUS']._serialized_start=2084
+  _globals['_EXECUTIONSTATUS']._serialized_end=2412
+  _globals['_EXECUTIONMETHOD']._serialized_start=2415
+  _globals['_EXECUTIONMETHOD']._serialized_end=2550
+  _globals['_BREAKERSTATE']._serialized_start=2552
+  _globals['_BREAKERSTATE']._serialized_end=2676
+  _globals['_LIQUIDITY']._serialized_start=2678
+  _globals['_LIQUIDITY']._serialized_end=2758
+  _globals['_ROUTINGPOLICY']._serialized_start=2760
+  _globals['_ROUTINGPOLICY']._serialized_end=2858
+  _globals['_EXPIRYPOLICY']._serialized_start=2860
+  _globals['_EXPIRYPOLICY']._serialized_end=2968
   _globals['_ROUTINGOPTIONS']._serialized_start=81
   _globals['_ROUTINGOPTIONS']._serialized_end=219
   _globals['_TRADESIGNAL']._serialized_start=222
-  _globals['_TRADESIGNAL']._serialized_end=612
-  _globals['_TRADESIGNAL_METADATAENTRY']._serialized_start=565
-  _globals['_TRADESIGNAL_METADATAENTRY']._serialized_end=612
-  _globals['_SPLITLEG']._serialized_start=614
-  _globals['_SPLITLEG']._serialized_end=683
-  _globals['_ROUTEDECISION']._serialized_start=686
-  _globals['_ROUTEDECISION']._serialized_end=1007
-  _globals['_BOOKLEVEL']._serialized_start=1009
-  _globals['_BOOKLEVEL']._serialized_end=1053
-  _globals['_FILL']._serialized_start=1056
-  _globals['_FILL']._serialized_end=1242
-  _globals['_EXECUTIONUPDATE']._serialized_start=1245
-  _globals['_EXECUTIONUPDATE']._serialized_end=1783
+  _globals['_TRADESIGNAL']._serialized_end=706
+  _globals['_TRADESIGNAL_METADATAENTRY']._serialized_start=659
+  _globals['_TRADESIGNAL_METADATAENTRY']._serialized_end=706
+  _globals['_SPLITLEG']._serialized_start=708
+  _globals['_SPLITLEG']._serialized_end=777
+  _globals['_ROUTEDECISION']._serialized_start=780
+  _globals['_ROUTEDECISION']._serialized_end=1101
+  _globals['_BOOKLEVEL']._serialized_start=1103
+  _globals['_BOOKLEVEL']._serialized_end=1147
+  _globals['_FILL']._serialized_start=1150
+  _globals['_FILL']._serialized_end=1336
+  _globals['_EXECUTIONUPDATE']._serialized_start=1339
+  _globals['_EXECUTIONUPDATE']._serialized_end=1877
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,12 @@ class RoutingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUTING_POLICY_UNSPECIFIED: _ClassVar[RoutingPolicy]
     ROUTING_POLICY_SCORE: _ClassVar[RoutingPolicy]
     ROUTING_POLICY_COST: _ClassVar[RoutingPolicy]
+
+class ExpiryPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPIRY_POLICY_UNSPECIFIED: _ClassVar[ExpiryPolicy]
+    EXPIRY_POLICY_CANCEL: _ClassVar[ExpiryPolicy]
+    EXPIRY_POLICY_CONVERT_TO_MARKET: _ClassVar[ExpiryPolicy]
 SIDE_UNSPECIFIED: Side
 SIDE_BUY: Side
 SIDE_SELL: Side
@@ -94,6 +100,9 @@ LIQUIDITY_TAKER: Liquidity
 ROUTING_POLICY_UNSPECIFIED: RoutingPolicy
 ROUTING_POLICY_SCORE: RoutingPolicy
 ROUTING_POLICY_COST: RoutingPolicy
+EXPIRY_POLICY_UNSPECIFIED: ExpiryPolicy
+EXPIRY_POLICY_CANCEL: ExpiryPolicy
+EXPIRY_POLICY_CONVERT_TO_MARKET: ExpiryPolicy
 
 class RoutingOptions(_message.Message):
     __slots__ = ("policy", "allow_split", "include_withdrawal", "max_slippage_bps")
@@ -108,7 +117,7 @@ class RoutingOptions(_message.Message):
     def __init__(self, policy: _Optional[_Union[RoutingPolicy, str]] = ..., allow_split: _Optional[bool] = ..., include_withdrawal: _Optional[bool] = ..., max_slippage_bps: _Optional[int] = ...) -> None: ...
 
 class TradeSignal(_message.Message):
-    __slots__ = ("signal_id", "user_id", "pair", "side", "size_usd", "signal_type", "strategy", "timestamp", "metadata", "routing")
+    __slots__ = ("signal_id", "user_id", "pair", "side", "size_usd", "signal_type", "strategy", "timestamp", "metadata", "routing", "limit_price", "limit_expiry_s", "on_expiry")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +135,9 @@ class TradeSignal(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_EXPIRY_S_FIELD_NUMBER: _ClassVar[int]
+    ON_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     signal_id: str
     user_id: str
     pair: str
@@ -136,7 +148,10 @@ class TradeSignal(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
     routing: RoutingOptions
-    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., size_usd: _Optional[str] = ..., signal_type: _Optional[_Union[SignalType, str]] = ..., strategy: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
+    limit_price: str
+    limit_expiry_s: int
+    on_expiry: ExpiryPolicy
+    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., size_usd: _Optional[str] = ..., signal_type: _Optional[_Union[SignalType, str]] = ..., strategy: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ..., limit_price: _Optional[str] = ..., limit_expiry_s: _Optional[int] = ..., on_expiry: _Optional[_Union[ExpiryPolicy, str]] = ...) -> None: ...
 
 class SplitLeg(_message.Message):
     __slots__ = ("broker", "size_usd", "child_signal_id")
