@@ -105,6 +105,10 @@ class ExecutorDirectory:
     def brokers(self) -> list[str]:
         return sorted(self._entries)
 
+    def info(self, broker: str) -> executor_pb2.ExecutorInfo | None:
+        """The last info `broker`'s executor pushed (None before the first)."""
+        return self._entries[broker].info
+
     def stub(self, broker: str) -> executor_pb2_grpc.ExecutorServiceStub:
         return self._entries[broker].stub
 

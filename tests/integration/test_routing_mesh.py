@@ -63,7 +63,9 @@ async def test_latency_change_moves_the_route_within_a_second_without_info_rpcs(
     await set_fault(mesh, "binance", latency_ms=400)  # binance's measured latency climbs
     elapsed = await wait_route(mesh, pb, lambda r: r.route.broker != "binance")
     print(f"\nroute left binance {elapsed * 1000:.0f} ms after its latency rose")
-    assert elapsed < 1.0
+    # This includes the executor measuring slower round trips (each takes the added 400 ms);
+    # how fast a change reaches the router is measured on its own in the queue-depth test.
+    assert elapsed < 2.0
     binance = next(b for b in (await quote(mesh, pb)).brokers if b.broker == "binance")
     assert binance.score.latency < 70  # 400 ms -> latency score 60
 
@@ -89,7 +91,17 @@ async def test_queue_depth_change_moves_the_route(tmp_path):
 
         venue.create_order = held
         pb = signal(signal_id="q-probe", usd="100")
-        orders = []
+        directory = mesh.servers["router"].app.directory
+        # How long one change (an order entering binance's queue) takes to reach the router.
+        first = asyncio.create_task(mesh.submit(signal(signal_id="q-first", usd="100")))
+        while engine.snapshot().active_executions + engine.snapshot().queue_depth < 1:
+            await asyncio.sleep(0.001)
+        changed_at = time.monotonic()
+        assert await directory.wait_for(lambda: directory.info("binance").active_executions >= 1, 5.0)
+        propagation = time.monotonic() - changed_at
+        print(f"\nexecutor change reached the router in {propagation * 1000:.1f} ms")
+        assert propagation < 1.0
+        orders = [first]
         started = time.monotonic()
         for i in range(20):
             orders.append(asyncio.create_task(mesh.submit(signal(signal_id=f"q-{i}", usd="100"))))
