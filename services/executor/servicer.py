@@ -12,10 +12,10 @@ from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from services.domain.breaker import BreakerState
 from services.domain.money import fmt
-from services.domain.signal import SignalProblem, check_id, execution_method, priority
+from services.domain.signal import execution_method, priority
 from services.executor.engine import ExecutorEngine, ExecutorSnapshot
 from services.runtime.errors import invalid, stream, unary
-from services.runtime.wire import METHOD_FROM_PB, field_error, signal_from_pb
+from services.runtime.wire import METHOD_FROM_PB, order_key, signal_from_pb
 
 BREAKER_TO_PB = {
     BreakerState.CLOSED: common_pb2.BREAKER_STATE_CLOSED,
@@ -51,11 +51,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def CancelOrder(
         self, request: executor_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.CancelOrderResponse:
-        try:
-            user_id = check_id(request.user_id, "user_id")
-            signal_id = check_id(request.signal_id, "signal_id")
-        except SignalProblem as problem:
-            raise field_error(problem) from None
+        user_id, signal_id = order_key(request.user_id, request.signal_id)
         await self._engine.cancel(user_id, signal_id, request.reason[:200])
         return executor_pb2.CancelOrderResponse()
 

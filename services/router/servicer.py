@@ -10,10 +10,9 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.routing import BrokerQuote
-from services.domain.signal import SignalProblem, check_id
 from services.router.engine import POLICY_TO_PB, RouterEngine, route_pb
 from services.runtime.errors import invalid, stream, unary
-from services.runtime.wire import field_error
+from services.runtime.wire import order_key
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -33,11 +32,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def CancelSignal(
         self, request: router_pb2.CancelSignalRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.CancelSignalResponse:
-        try:
-            user_id = check_id(request.user_id, "user_id")
-            signal_id = check_id(request.signal_id, "signal_id")
-        except SignalProblem as problem:
-            raise field_error(problem) from None
+        user_id, signal_id = order_key(request.user_id, request.signal_id)
         brokers = await self._engine.cancel(
             user_id, signal_id, request.reason[:200] or "cancelled by the client", context.time_remaining()
         )

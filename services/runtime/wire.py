@@ -94,6 +94,14 @@ def field_error(problem: SignalProblem) -> ServiceError:
     return invalid(f"BAD_{problem.field.upper()}", str(problem), field=problem.field)
 
 
+def order_key(user_id: str, signal_id: str) -> tuple[str, str]:
+    """A (user_id, signal_id) pair from a request, each checked like a signal's."""
+    try:
+        return check_id(user_id, "user_id"), check_id(signal_id, "signal_id")
+    except SignalProblem as problem:
+        raise field_error(problem) from None
+
+
 def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:
     """Validate a wire signal; every rule broken is INVALID_ARGUMENT naming its field."""
     try:
