@@ -122,7 +122,8 @@ class ExecutorApp:
                 await self.engine.refresh_quotes()
             except VenueError as exc:
                 log.warning("venue not reachable", extra={"error": repr(exc)})
-            serving = self.engine.ready and self.engine.breaker.state is not BreakerState.OPEN
+            # SERVING once routers can score this broker: markets loaded, every book read once.
+            serving = self.engine.quotes_complete and self.engine.breaker.state is not BreakerState.OPEN
             if serving != self._health.serving:
                 await self._health.set_serving(serving)
             await asyncio.sleep(self.config.info_refresh_s)

@@ -261,6 +261,11 @@ class ExecutorEngine:
     def ready(self) -> bool:
         return bool(self._markets)
 
+    @property
+    def quotes_complete(self) -> bool:
+        """Every listed pair's book has been read at least once (routers can judge liquidity)."""
+        return bool(self._markets) and all(pair in self._quotes for pair in self._markets)
+
     async def load_markets(self) -> None:
         self._markets = await self._timed("markets", EXECUTOR_ACCOUNT, self._venue.load_markets)
         self._fees = await self._timed("markets", EXECUTOR_ACCOUNT, self._venue.fetch_fees)
@@ -352,12 +357,15 @@ class ExecutorEngine:
             # budget, and only booked when the exchange's budget has room right now.
             now = self._clock()
             allowed = []
+            # Until every pair has been read once, only the exchange's own budget paces reads.
+            paced = self.quotes_complete
             for pair in pairs:
-                if self._refresh_budget.earliest(now) > now:
+                if paced and self._refresh_budget.earliest(now) > now:
                     break
                 if not self._limits.try_reserve(now, EXECUTOR_ACCOUNT, "order_book"):
                     break
-                self._refresh_budget.record(now)
+                if paced:
+                    self._refresh_budget.record(now)
                 allowed.append(pair)
             pairs = allowed
         await asyncio.gather(*(self._refresh_quote(pair) for pair in pairs))
