@@ -231,6 +231,7 @@ class ExecutorEngine:
         self._run_id = secrets.token_hex(4)
         self._rng = random.Random()
         self._limits = RateLimiter(profile_for(broker)) if config.rate_limits else None
+        self._read_once: set[str] = set()  # pairs whose book has been read at least once
         self._deferred = 0  # jobs waiting for their account's order budget, outside the queue
         self._background: set[asyncio.Task[None]] = set()
         self._refresh_budget = TokenBucket(max(1.0, config.book_refresh_per_s), config.book_refresh_per_s)
@@ -264,7 +265,7 @@ class ExecutorEngine:
     @property
     def quotes_complete(self) -> bool:
         """Every listed pair's book has been read at least once (routers can judge liquidity)."""
-        return bool(self._markets) and all(pair in self._quotes for pair in self._markets)
+        return bool(self._markets) and self._read_once >= set(self._markets)
 
     async def load_markets(self) -> None:
         self._markets = await self._timed("markets", EXECUTOR_ACCOUNT, self._venue.load_markets)
@@ -415,6 +416,7 @@ class ExecutorEngine:
         band = mid * self._config.liquidity_band_bps * BPS
         bids = tuple(lvl for lvl in book.bids if lvl.price >= mid - band)
         asks = tuple(lvl for lvl in book.asks if lvl.price <= mid + band)
+        self._read_once.add(pair)
         self._quotes[pair] = PairQuote(
             best_bid=book.best_bid,
             best_ask=book.best_ask,

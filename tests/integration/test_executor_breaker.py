@@ -24,6 +24,14 @@ async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(
         "info_refresh_s": "0.05", "breaker_open_s": "0.5", "journal_path": str(tmp_path / "journal.db"),
     })
     executor = await RunningServer(executor_app.build_app(config), Listen(port=0)).start()
+    try:
+        await _scenario(executor, sim)
+    finally:
+        await executor.stop(0)
+        await sim.stop(0)
+
+
+async def _scenario(executor: RunningServer, sim: RunningServer) -> None:
     engine = executor.app.engine
     async with grpc.aio.insecure_channel(executor.target) as channel, grpc.aio.insecure_channel(sim.target) as sim_channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -68,5 +76,3 @@ async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(
         # shown with an injected clock in tests/unit/test_domain_basics.py.
         assert transitions[-1][1] == "closed" and all(t[1] != "closed" for t in transitions[1:-1])
         watcher.cancel()
-    await executor.stop(0)
-    await sim.stop(0)
