@@ -106,13 +106,14 @@ async def test_queue_depth_change_moves_the_route(tmp_path):
         for i in range(20):
             orders.append(asyncio.create_task(mesh.submit(signal(signal_id=f"q-{i}", usd="100"))))
             await asyncio.sleep(0.05)
-            if (await quote(mesh, pb)).route.broker != "binance":
+            moved = await quote(mesh, pb)
+            if moved.route.broker != "binance":
                 break
-        binance = next(b for b in (await quote(mesh, pb)).brokers if b.broker == "binance")
+        binance = next(b for b in moved.brokers if b.broker == "binance")
         depth = engine.snapshot().queue_depth
         print(f"\nroute left binance after {len(orders)} orders, queue depth {depth}, load score {binance.score.load:.0f}, "
               f"{(time.monotonic() - started) * 1000:.0f} ms")
-        assert (await quote(mesh, pb)).route.broker != "binance"
+        assert moved.route.broker != "binance"
         assert depth >= 1 and binance.score.load < 100  # the pushed queue depth is what moved it
         gate.set()
         results = await asyncio.gather(*orders)
