@@ -63,12 +63,6 @@ def ceil_to_step(value: Decimal, step: Decimal) -> Decimal:
     return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
 
 
-def round_to_step(value: Decimal, step: Decimal) -> Decimal:
-    if step <= 0:
-        return value
-    return (value / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
-
-
 def quantize_derived(value: Decimal) -> Decimal:
     """Derived figures (average prices, ratios of money) are kept to 12 places, half-even."""
     return value.quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN)

@@ -50,12 +50,6 @@ class App(Protocol):
     async def stop(self) -> None: ...
 
 
-class Drains(Protocol):
-    """Optional: an app that must wind work down while its calls can still be answered."""
-
-    async def drain(self, grace_s: float) -> None: ...
-
-
 class Health:
     """The app's view of its health status: one switch for "" and all its service names."""
 
@@ -127,6 +121,7 @@ class RunningServer:
         await self._health_servicer.enter_graceful_shutdown()
         self.health.serving = False
         log.info("draining", extra={"grace_s": grace})
+        # Optional `async drain(grace_s)`: an app that winds work down while calls are still open.
         drain = getattr(self.app, "drain", None)
         # The app winds its work down while in-flight calls are still open, then the server
         # gives them the rest of the grace.
