@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class PermissionServiceStub:
-    """Owner of users and their permissions. Checks return decisions (allowed + reason),
-    not errors; an unknown user is NOT_FOUND.
+    """Owner of users, principals and tokens, permissions, risk limits, kill switches, encrypted API
+    keys, positions and exposure reservations. Checks return decisions (allowed + reason), not
+    errors; an unknown user is NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -41,26 +42,114 @@ class PermissionServiceStub:
                 request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.CheckTradeRequest.SerializeToString,
                 response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.CheckTradeResponse.FromString,
                 _registered_method=True)
+        self.ReserveTrade = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/ReserveTrade',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeResponse.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/ReleaseReservation',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationResponse.FromString,
+                _registered_method=True)
+        self.ApplyExecution = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/ApplyExecution',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.FromString,
+                _registered_method=True)
         self.GetUserPermissions = channel.unary_unary(
                 '/nija.permission.v1.PermissionService/GetUserPermissions',
                 request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsRequest.SerializeToString,
                 response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsResponse.FromString,
                 _registered_method=True)
+        self.GetPositions = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/GetPositions',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsResponse.FromString,
+                _registered_method=True)
+        self.Authenticate = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/Authenticate',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateResponse.FromString,
+                _registered_method=True)
+        self.GetCredentials = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/GetCredentials',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsResponse.FromString,
+                _registered_method=True)
+        self.WatchControls = channel.unary_stream(
+                '/nija.permission.v1.PermissionService/WatchControls',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.FromString,
+                _registered_method=True)
 
 
 class PermissionServiceServicer:
-    """Owner of users and their permissions. Checks return decisions (allowed + reason),
-    not errors; an unknown user is NOT_FOUND.
+    """Owner of users, principals and tokens, permissions, risk limits, kill switches, encrypted API
+    keys, positions and exposure reservations. Checks return decisions (allowed + reason), not
+    errors; an unknown user is NOT_FOUND.
     """
 
     def CheckTrade(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The static check only (enabled, kill switch, pair, size, brokers): nothing is reserved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveTrade(self, request, context):
+        """Check and reserve, atomically: kill switches, permissions, the per-user rate limit and the
+        risk limits are checked and the order's exposure reserved in one database transaction.
+        Idempotent by (user_id, signal_id): a second call returns the first decision, replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """Gives back a reservation that will never trade (the signal was refused after reserving).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyExecution(self, request, context):
+        """Fills and terminal states from the ledger: positions updated exactly once per fill,
+        reservations turned into positions and closed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUserPermissions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPositions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Authenticate(self, request, context):
+        """Services only: the principal behind a bearer token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCredentials(self, request, context):
+        """Executors only, each for its own broker: a user's decrypted API credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchControls(self, request, context):
+        """Services only: the kill switches now, then again every time they change.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -73,10 +162,45 @@ def add_PermissionServiceServicer_to_server(servicer, server):
                     request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.CheckTradeRequest.FromString,
                     response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.CheckTradeResponse.SerializeToString,
             ),
+            'ReserveTrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveTrade,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeResponse.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationResponse.SerializeToString,
+            ),
+            'ApplyExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyExecution,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.SerializeToString,
+            ),
             'GetUserPermissions': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUserPermissions,
                     request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsRequest.FromString,
                     response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsResponse.SerializeToString,
+            ),
+            'GetPositions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPositions,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsResponse.SerializeToString,
+            ),
+            'Authenticate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Authenticate,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateResponse.SerializeToString,
+            ),
+            'GetCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCredentials,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsResponse.SerializeToString,
+            ),
+            'WatchControls': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchControls,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,8 +211,9 @@ def add_PermissionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PermissionService:
-    """Owner of users and their permissions. Checks return decisions (allowed + reason),
-    not errors; an unknown user is NOT_FOUND.
+    """Owner of users, principals and tokens, permissions, risk limits, kill switches, encrypted API
+    keys, positions and exposure reservations. Checks return decisions (allowed + reason), not
+    errors; an unknown user is NOT_FOUND.
     """
 
     @staticmethod
@@ -119,6 +244,87 @@ class PermissionService:
             _registered_method=True)
 
     @staticmethod
+    def ReserveTrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/ReserveTrade',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ReserveTradeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/ReleaseReservation',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ReleaseReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/ApplyExecution',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetUserPermissions(request,
             target,
             options=(),
@@ -135,6 +341,714 @@ class PermissionService:
             '/nija.permission.v1.PermissionService/GetUserPermissions',
             nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsRequest.SerializeToString,
             nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPositions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/GetPositions',
+            nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.GetPositionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Authenticate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/Authenticate',
+            nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/GetCredentials',
+            nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.GetCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchControls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/WatchControls',
+            nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub:
+    """Administration (admin principals only): users, limits, kill switches, tokens, API keys,
+    strategy subscriptions.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PutUser = channel.unary_unary(
+                '/nija.permission.v1.AdminService/PutUser',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.PutUserRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.PutUserResponse.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/nija.permission.v1.AdminService/ListUsers',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.SetUserEnabled = channel.unary_unary(
+                '/nija.permission.v1.AdminService/SetUserEnabled',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledResponse.FromString,
+                _registered_method=True)
+        self.SetLimits = channel.unary_unary(
+                '/nija.permission.v1.AdminService/SetLimits',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetKillSwitch = channel.unary_unary(
+                '/nija.permission.v1.AdminService/SetKillSwitch',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/nija.permission.v1.AdminService/CreateToken',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/nija.permission.v1.AdminService/ListTokens',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/nija.permission.v1.AdminService/RevokeToken',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.SetApiKeys = channel.unary_unary(
+                '/nija.permission.v1.AdminService/SetApiKeys',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/nija.permission.v1.AdminService/ListApiKeys',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteApiKeys = channel.unary_unary(
+                '/nija.permission.v1.AdminService/DeleteApiKeys',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RotateMasterKey = channel.unary_unary(
+                '/nija.permission.v1.AdminService/RotateMasterKey',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyResponse.FromString,
+                _registered_method=True)
+        self.SetSubscription = channel.unary_unary(
+                '/nija.permission.v1.AdminService/SetSubscription',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Administration (admin principals only): users, limits, kill switches, tokens, API keys,
+    strategy subscriptions.
+    """
+
+    def PutUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserEnabled(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetKillSwitch(self, request, context):
+        """Empty user_id: the global switch. Turning one on also makes every executor cancel the
+        user's (or everyone's) open orders and running TWAPs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """The token text is in the response only, once; the service keeps a hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetApiKeys(self, request, context):
+        """Stored encrypted; never returned to any client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateMasterKey(self, request, context):
+        """Reloads the master keyring and re-encrypts every stored key under its active key, in small
+        batches while the service keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PutUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutUser,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.PutUserRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.PutUserResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'SetUserEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserEnabled,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledResponse.SerializeToString,
+            ),
+            'SetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimits,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsResponse.SerializeToString,
+            ),
+            'SetKillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKillSwitch,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'SetApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetApiKeys,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'DeleteApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApiKeys,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysResponse.SerializeToString,
+            ),
+            'RotateMasterKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateMasterKey,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyResponse.SerializeToString,
+            ),
+            'SetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSubscription,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'nija.permission.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('nija.permission.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Administration (admin principals only): users, limits, kill switches, tokens, API keys,
+    strategy subscriptions.
+    """
+
+    @staticmethod
+    def PutUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/PutUser',
+            nija_dot_permission_dot_v1_dot_permission__pb2.PutUserRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.PutUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/ListUsers',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/SetUserEnabled',
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetUserEnabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/SetLimits',
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/SetKillSwitch',
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetKillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/CreateToken',
+            nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/ListTokens',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/RevokeToken',
+            nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/SetApiKeys',
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/ListApiKeys',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/DeleteApiKeys',
+            nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.DeleteApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateMasterKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/RotateMasterKey',
+            nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.RotateMasterKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.AdminService/SetSubscription',
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.SetSubscriptionResponse.FromString,
             options,
             channel_credentials,
             insecure,
