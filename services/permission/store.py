@@ -1,28 +1,109 @@
-"""The users table in SQLite; the permission service is its only writer.
+"""The permission service's state: users, limits, kill switches, tokens, subscriptions, sealed API
+keys, positions and exposure reservations. The permission service is its only writer.
 
-All database work runs on one dedicated thread (a single-worker executor that owns the
-connection), so the event loop never blocks on disk. Nothing is cached: every read goes to the
-database, so an edit made by another process is seen on the next call.
+The database is a SQLite file (the embedded default) or PostgreSQL (a postgresql:// URL); see
+services.permission.db. All database work runs on one dedicated thread (a single-worker executor
+that owns the connection), so the event loop never blocks on disk or network. Nothing is cached:
+every call reads the database, so what another process (another replica) wrote is seen at once.
+
+Each public method is one transaction. This file only reads and writes; what is allowed and what a
+fill does are decided by the pure modules (checks, risk, positions), called inside the transaction
+so that the state they decide on cannot change before the decision is written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
-import os
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
-from services.domain.money import parse_decimal
-from services.permission.permissions import RoutingPolicy, RoutingPreferences, UserPermissions
+from services.domain.brokers import BROKERS
+from services.domain.money import ZERO, parse_decimal
+from services.domain.signal import Side
+from services.permission.checks import (
+    Decision,
+    Denial,
+    TradeRequest,
+    allowed_decision,
+    check_trade,
+    deny,
+)
+from services.permission.db import Database, Migration, migrate, open_database
+from services.permission.permissions import (
+    ApiKeyInfo,
+    BadPermissions,
+    KillSwitches,
+    RiskLimits,
+    RoutingPolicy,
+    RoutingPreferences,
+    SealedSecret,
+    TokenRecord,
+    UserPermissions,
+)
+from services.permission.positions import EXACT, ExecutionEvent, Position, apply_fill
+from services.permission.positions import FillEvent as FillEvent  # re-exported: apply_execution's input
+from services.permission.risk import (
+    Bucket,
+    Exposure,
+    OpenReservation,
+    check_risk,
+    rate_limited,
+    take,
+)
 
 T = TypeVar("T")
 
-SCHEMA = """
+
+class StoreNotOpen(RuntimeError):
+    pass
+
+
+class UnknownUser(LookupError):
+    """A call that acts on a user named one the store does not have."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id} not found")
+        self.user_id = user_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Reservation:
+    """The answer to reserve: the decision, and whether the signal had been reserved before."""
+
+    decision: Decision
+    #: True: this signal_id was reserved earlier; nothing new was reserved or checked.
+    replayed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedExecution:
+    #: Fills applied by this call (fills applied before are skipped).
+    new_fills: int
+    #: The pair's position after the call.
+    position: Position
+    #: What the new fills realized, gross of fees.
+    realized_pnl: Decimal
+
+
+# The schema. Decimals are TEXT (plain decimal strings, never floats); times are ISO 8601 UTC TEXT.
+
+#: Version 1 is the users table of the first release plus the columns added before migrations
+#: were recorded. A database made by those releases is adopted: whichever of these columns it
+#: lacks are added, its rows kept. Every one has a default, so rows written before (or by the
+#: previous release, during a rolling deploy) read as "no preference".
+PREFERENCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("preferred_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
+    ("blocked_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
+    # NULL: the router's default policy.
+    ("routing_policy", "TEXT CHECK (routing_policy IN ('score', 'cost'))"),
+    ("max_slippage_bps", "INTEGER NOT NULL DEFAULT 0 CHECK (max_slippage_bps >= 0)"),  # 0 = no limit
+)
+USERS_TABLE = """
 CREATE TABLE IF NOT EXISTS users (
     user_id            TEXT PRIMARY KEY,
     enabled            INTEGER NOT NULL CHECK (enabled IN (0, 1)),
@@ -33,37 +114,143 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at         TEXT NOT NULL
 )
 """
-#: Columns added after the first schema, in the order they were added: `_migrate` adds each one
-#: missing from an existing table. Every one has a default, so rows written before (or by a
-#: service still running the previous version) read as "no preference".
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("preferred_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
-    ("blocked_brokers", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of broker names
-    # NULL: the router's default policy.
-    ("routing_policy", "TEXT CHECK (routing_policy IN ('score', 'cost'))"),
-    ("max_slippage_bps", "INTEGER NOT NULL DEFAULT 0 CHECK (max_slippage_bps >= 0)"),  # 0 = no limit
+
+#: Version 2 adds these to users (defaults: no limit, the seed's 1 trade per second)...
+LIMIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("max_position_usd", "TEXT"),  # NULL: no limit
+    ("max_open_positions", "INTEGER CHECK (max_open_positions >= 1)"),
+    ("max_daily_notional_usd", "TEXT"),
+    ("max_daily_loss_usd", "TEXT"),
+    ("trades_per_second", "TEXT NOT NULL DEFAULT '1'"),
+    ("trade_burst", "INTEGER NOT NULL DEFAULT 1 CHECK (trade_burst >= 1)"),
 )
-_COLUMNS = (
-    "user_id, enabled, allowed_brokers, allowed_pairs, max_order_size_usd, "
-    "preferred_brokers, blocked_brokers, routing_policy, max_slippage_bps"
+#: ...and the user's kill switch (set on its own, never by upsert)...
+KILL_SWITCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("kill_on", "INTEGER NOT NULL DEFAULT 0 CHECK (kill_on IN (0, 1))"),
+    ("kill_reason", "TEXT NOT NULL DEFAULT ''"),
 )
-_UPSERT = f"""
-INSERT INTO users ({_COLUMNS}, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (user_id) DO UPDATE SET
-    enabled = excluded.enabled,
-    allowed_brokers = excluded.allowed_brokers,
-    allowed_pairs = excluded.allowed_pairs,
-    max_order_size_usd = excluded.max_order_size_usd,
-    preferred_brokers = excluded.preferred_brokers,
-    blocked_brokers = excluded.blocked_brokers,
-    routing_policy = excluded.routing_policy,
-    max_slippage_bps = excluded.max_slippage_bps,
-    updated_at = excluded.updated_at
-"""
+#: ...and these tables. {blob} is the dialect's bytes type.
+RISK_TABLES = (
+    """CREATE TABLE rate_buckets (
+        user_id TEXT PRIMARY KEY,
+        tokens  TEXT NOT NULL,
+        at      TEXT NOT NULL  -- seconds since the epoch, repr() of a float
+    )""",
+    # One row: the global kill switch.
+    """CREATE TABLE controls (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        kill_on     INTEGER NOT NULL CHECK (kill_on IN (0, 1)),
+        kill_reason TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    )""",
+    "INSERT INTO controls (id, kill_on, kill_reason, updated_at) VALUES (1, 0, '', '')",
+    """CREATE TABLE tokens (
+        token_id    TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL CHECK (kind IN ('user', 'strategy', 'admin', 'service')),
+        subject     TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    )""",
+    "CREATE INDEX tokens_by_subject ON tokens (subject)",
+    """CREATE TABLE subscriptions (
+        strategy_id TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (strategy_id, user_id)
+    )""",
+    """CREATE TABLE api_keys (
+        user_id    TEXT NOT NULL,
+        broker     TEXT NOT NULL,
+        key_id     TEXT NOT NULL,   -- the master key that sealed blob
+        blob       {blob} NOT NULL, -- sealed elsewhere; never the plain key
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, broker)
+    )""",
+    """CREATE TABLE positions (
+        user_id      TEXT NOT NULL,
+        pair         TEXT NOT NULL,
+        quantity     TEXT NOT NULL,
+        cost_basis   TEXT NOT NULL,
+        realized_pnl TEXT NOT NULL,
+        fees         TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (user_id, pair)
+    )""",
+    """CREATE TABLE applied_fills (
+        user_id        TEXT NOT NULL,
+        fill_key       TEXT NOT NULL,
+        reservation_id TEXT NOT NULL,
+        applied_at     TEXT NOT NULL,
+        PRIMARY KEY (user_id, fill_key)
+    )""",
+    """CREATE TABLE reservations (
+        user_id      TEXT NOT NULL,
+        signal_id    TEXT NOT NULL,
+        pair         TEXT NOT NULL,
+        side         TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+        reserved_usd TEXT NOT NULL,
+        filled_usd   TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('open', 'done', 'released')),
+        day          TEXT NOT NULL,  -- UTC date it was reserved
+        created_at   TEXT NOT NULL,
+        closed_at    TEXT,
+        PRIMARY KEY (user_id, signal_id)
+    )""",
+    "CREATE INDEX reservations_by_status ON reservations (user_id, status)",
+    """CREATE TABLE daily (
+        user_id      TEXT NOT NULL,
+        day          TEXT NOT NULL,  -- UTC date
+        traded_usd   TEXT NOT NULL,
+        realized_pnl TEXT NOT NULL,
+        fees         TEXT NOT NULL,
+        PRIMARY KEY (user_id, day)
+    )""",
+)
 
 
-class StoreNotOpen(RuntimeError):
-    pass
+def _v1_users(db: Database) -> None:
+    db.execute(USERS_TABLE)
+    present = set(db.columns("users"))
+    for name, definition in PREFERENCE_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE users ADD COLUMN {name} {definition}")
+
+
+def _v2_risk(db: Database) -> None:
+    for name, definition in (*LIMIT_COLUMNS, *KILL_SWITCH_COLUMNS):
+        db.execute(f"ALTER TABLE users ADD COLUMN {name} {definition}")
+    for statement in RISK_TABLES:
+        db.execute(statement.format(blob=db.blob_type))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "users with routing preferences", _v1_users),
+    Migration(
+        2,
+        "risk limits, rate buckets, kill switches, tokens, subscriptions, API keys, positions, "
+        "reservations, daily figures",
+        _v2_risk,
+    ),
+)
+
+_USER_FIELDS = (
+    "user_id",
+    "enabled",
+    "allowed_brokers",
+    "allowed_pairs",
+    "max_order_size_usd",
+    *(name for name, _ in PREFERENCE_COLUMNS),
+    *(name for name, _ in LIMIT_COLUMNS),
+)
+_COLUMNS = ", ".join(_USER_FIELDS)
+_UPSERT = (
+    f"INSERT INTO users ({_COLUMNS}, created_at, updated_at) "
+    f"VALUES ({', '.join('?' * (len(_USER_FIELDS) + 2))}) "
+    "ON CONFLICT (user_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in (*_USER_FIELDS[1:], "updated_at"))
+)
 
 
 def _utc_now() -> datetime:
@@ -71,19 +258,25 @@ def _utc_now() -> datetime:
 
 
 class UserStore:
-    def __init__(self, path: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.path = path
+    def __init__(self, target: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        """`target`: a SQLite file path, or a postgresql:// URL. `clock`: timezone-aware UTC now."""
+        self.target = target
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._db: Database | None = None
 
     async def open(self) -> None:
-        """Create the parent directory, the database file and the schema if missing; add the
-        columns a database made by an earlier version lacks."""
+        """Connect (SQLite: create the parent directory and the file) and apply the migrations
+        the database lacks. Safe when several processes open the same database at once."""
         if self._executor is not None:
-            raise RuntimeError(f"store {self.path} is already open")
+            raise RuntimeError(f"store {self.target} is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="permission-db")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
 
     async def close(self) -> None:
         if self._executor is None:
@@ -94,105 +287,573 @@ class UserStore:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    # Users.
+
     async def get(self, user_id: str) -> UserPermissions | None:
-        return await self._run(self._get, user_id)
+        return await self._tx(_get_user, user_id, write=False)
 
     async def list_users(self) -> list[UserPermissions]:
-        return await self._run(self._list_users)
+        return await self._tx(_list_users, write=False)
 
     async def upsert(self, permissions: UserPermissions) -> None:
-        """Insert or replace a user's permissions; created_at is kept on update."""
-        await self._run(self._upsert_many, [permissions])
+        """Insert or replace a user's permissions and limits; created_at and the kill switch are kept."""
+        await self._tx(self._upsert_many, [permissions])
 
     async def seed_if_empty(self, users: Sequence[UserPermissions]) -> bool:
         """Insert `users` only when the table has no rows at all; True when it did."""
-        return await self._run(self._seed_if_empty, list(users))
+        return await self._tx(self._seed_if_empty, list(users))
+
+    async def set_limits(self, user_id: str, limits: RiskLimits) -> None:
+        if not isinstance(limits, RiskLimits):
+            raise BadPermissions(f"limits must be RiskLimits, got {limits!r}")
+        await self._tx(self._update_user, user_id, _limits_to_columns(limits))
+
+    async def set_enabled(self, user_id: str, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise BadPermissions(f"enabled must be a bool, got {enabled!r}")
+        await self._tx(self._update_user, user_id, {"enabled": int(enabled)})
+
+    # Kill switches.
+
+    async def set_kill_switch(self, user_id: str | None, on: bool, reason: str) -> None:
+        """Turn a user's kill switch (None: the global one) on or off. Turning one on needs a reason."""
+        if not isinstance(on, bool):
+            raise ValueError(f"on must be a bool, got {on!r}")
+        if not isinstance(reason, str) or (on and not reason.strip()):
+            raise ValueError("a kill switch is turned on with a reason")
+        if user_id is None:
+            await self._tx(self._set_global_kill, on, reason)
+        else:
+            await self._tx(self._update_user, user_id, {"kill_on": int(on), "kill_reason": reason})
+
+    async def kill_switches(self) -> KillSwitches:
+        return await self._tx(_kill_switches, write=False)
+
+    # Reservations, fills, positions.
+
+    async def reserve(self, request: TradeRequest) -> Reservation:
+        """Check a trade and, when allowed, reserve its size against the user's limits, atomically.
+
+        In order, the first that fails decides: the global kill switch, the user's kill switch, the
+        static check (checks.check_trade), the user's rate limit, the risk limits (risk.check_risk).
+        A signal_id reserved before is a replay: allowed with the user's current brokers and
+        preferences, and nothing is reserved, checked or counted again. Raises UnknownUser.
+        """
+        if not request.signal_id:
+            raise ValueError("reserve needs the request's signal_id")
+        return await self._tx(self._reserve, request)
+
+    async def release(self, user_id: str, signal_id: str) -> bool:
+        """An open reservation no longer counts (the trade never went out). True when this call
+        released it; False when there was nothing open to release."""
+        return await self._tx(self._release, user_id, signal_id)
+
+    async def apply_execution(self, event: ExecutionEvent) -> AppliedExecution:
+        """Apply the fills not applied before (by fill_key), exactly once, to the position, today's
+        figures and the reservation; a terminal event closes the reservation."""
+        return await self._tx(self._apply_execution, event)
+
+    async def positions(self, user_id: str) -> list[Position]:
+        """Every pair the user ever traded (flat ones too: they carry the realized pnl), by pair."""
+        return await self._tx(_positions, user_id, write=False)
+
+    def today(self) -> str:
+        """The UTC date the daily figures are kept under now."""
+        return _day(self._clock())
+
+    async def exposure(self, user_id: str) -> Exposure:
+        """Positions, open reservations and today's (UTC) figures, as reserve sees them."""
+        return await self._tx(lambda db: _exposure(db, user_id, _day(self._clock())), write=False)
+
+    async def open_reservations(self, user_id: str) -> list[OpenReservation]:
+        return await self._tx(_open_reservations, user_id, write=False)
+
+    # Tokens.
+
+    async def add_token(self, token: TokenRecord) -> bool:
+        """False when a token with that id exists already (it is left as it was)."""
+        if not isinstance(token, TokenRecord):
+            raise TypeError(f"add_token takes a TokenRecord, got {token!r}")
+        return await self._tx(_add_token, token)
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        return await self._tx(_get_token, token_id, write=False)
+
+    async def list_tokens(self, subject: str | None = None) -> list[TokenRecord]:
+        return await self._tx(_list_tokens, subject, write=False)
+
+    async def revoke_token(self, token_id: str, at: datetime) -> bool:
+        """True when this call revoked it; False when unknown or revoked before (the first time stays)."""
+        return await self._tx(_revoke_token, token_id, at)
+
+    # Strategy subscriptions.
+
+    async def set_subscription(self, strategy_id: str, user_id: str, subscribed: bool) -> None:
+        await self._tx(self._set_subscription, strategy_id, user_id, subscribed)
+
+    async def subscribers(self, strategy_id: str) -> tuple[str, ...]:
+        return await self._tx(_subscribers, strategy_id, write=False)
+
+    # Sealed API keys.
+
+    async def put_api_key(self, user_id: str, broker: str, secret: SealedSecret) -> None:
+        if broker not in BROKERS:
+            raise BadPermissions(f"unknown broker {broker!r}; known: {list(BROKERS)}")
+        if not isinstance(secret, SealedSecret):
+            raise TypeError(f"put_api_key takes a SealedSecret, got {secret!r}")
+        await self._tx(self._put_api_key, user_id, broker, secret)
+
+    async def get_api_key(self, user_id: str, broker: str) -> SealedSecret | None:
+        return await self._tx(_get_api_key, user_id, broker, write=False)
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKeyInfo]:
+        return await self._tx(_list_api_keys, user_id, write=False)
+
+    async def delete_api_key(self, user_id: str, broker: str) -> bool:
+        return await self._tx(_delete_api_key, user_id, broker)
+
+    async def reseal_api_keys(
+        self, fn: Callable[[str, str, SealedSecret], SealedSecret | None], batch: int = 100
+    ) -> int:
+        """Replace every stored key by `fn(user_id, broker, sealed)` (None: leave it); how many changed.
+
+        Key rotation without downtime: `batch` keys at a time, each batch its own short
+        transaction, and `fn` runs outside any transaction; other calls go on between batches. A
+        key written meanwhile (put_api_key) is not overwritten: the update applies only to the
+        sealed bytes `fn` was given. Batches done before `fn` raises stay done; run it again.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        changed = 0
+        after = ("", "")
+        while True:
+            rows = await self._tx(_api_key_batch, after, batch, write=False)
+            if rows:
+                changed += await self._run(self._reseal_batch, rows, fn)
+                after = rows[-1][:2]
+            if len(rows) < batch:
+                return changed
 
     # Everything below runs on the store's own thread.
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
-            raise StoreNotOpen(f"store {self.path} is not open")
+            raise StoreNotOpen(f"store {self.target} is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """`fn(db, *args)` in one transaction on the store's thread (retried when PostgreSQL asks)."""
+
+        def job() -> T:
+            db = self._database()
+            return db.run(lambda: fn(db, *args), write=write)
+
+        return await self._run(job)
+
     def _open(self) -> None:
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        # Autocommit; multi-statement writes take the write lock explicitly (BEGIN IMMEDIATE).
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        db = open_database(self.target)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(SCHEMA)
-            _migrate(conn)
+            migrate(db, MIGRATIONS, self._clock().isoformat())
         except BaseException:
-            conn.close()
+            db.close()
             raise
-        self._conn = conn
+        self._db = db
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreNotOpen(f"store {self.path} is not open")
-        return self._conn
+    def _database(self) -> Database:
+        if self._db is None:
+            raise StoreNotOpen(f"store {self.target} is not open")
+        return self._db
 
-    def _get(self, user_id: str) -> UserPermissions | None:
-        row = self._db().execute(f"SELECT {_COLUMNS} FROM users WHERE user_id = ?", (user_id,)).fetchone()
-        return None if row is None else _from_row(row)
-
-    def _list_users(self) -> list[UserPermissions]:
-        rows = self._db().execute(f"SELECT {_COLUMNS} FROM users ORDER BY user_id").fetchall()
-        return [_from_row(row) for row in rows]
-
-    def _upsert_many(self, users: Iterable[UserPermissions]) -> None:
-        db = self._db()
+    def _upsert_many(self, db: Database, users: Iterable[UserPermissions]) -> None:
         now = self._clock().isoformat()
-        with _write(db):
-            db.executemany(_UPSERT, [(*_to_row(user), now, now) for user in users])
+        db.executemany(_UPSERT, [(*_user_to_row(user), now, now) for user in users])
 
-    def _seed_if_empty(self, users: list[UserPermissions]) -> bool:
-        db = self._db()
+    def _seed_if_empty(self, db: Database, users: list[UserPermissions]) -> bool:
+        # In one write transaction: two processes starting together cannot both seed.
+        (count,) = db.one("SELECT COUNT(*) FROM users") or (0,)
+        if count:
+            return False
+        self._upsert_many(db, users)
+        return True
+
+    def _update_user(self, db: Database, user_id: str, values: dict[str, Any]) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        changed = db.execute(
+            f"UPDATE users SET {assignments}, updated_at = ? WHERE user_id = ?",
+            (*values.values(), self._clock().isoformat(), user_id),
+        )
+        if not changed:
+            raise UnknownUser(user_id)
+
+    def _set_global_kill(self, db: Database, on: bool, reason: str) -> None:
+        db.execute(
+            "UPDATE controls SET kill_on = ?, kill_reason = ?, updated_at = ? WHERE id = 1",
+            (int(on), reason, self._clock().isoformat()),
+        )
+
+    def _reserve(self, db: Database, request: TradeRequest) -> Reservation:
+        now = self._clock()
+        user_id = request.user_id
+        # Every writer of this user's exposure takes this lock first: what is read below cannot
+        # change until the reservation is written.
+        db.lock_user(user_id)
+        row = db.one(f"SELECT {_COLUMNS}, kill_on, kill_reason FROM users WHERE user_id = ?", (user_id,))
+        if row is None:
+            raise UnknownUser(user_id)
+        permissions = _user_from_row(row[:-2])
+        kill_on, kill_reason = row[-2:]
+        reserved = db.one(
+            "SELECT 1 FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id)
+        )
+        if reserved is not None:
+            return Reservation(allowed_decision(permissions), replayed=True)
+
+        global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
+        if global_on:
+            return Reservation(deny(Denial.KILL_SWITCH, f"global kill switch is on: {global_reason}"))
+        if kill_on:
+            return Reservation(
+                deny(Denial.KILL_SWITCH, f"kill switch is on for user {user_id}: {kill_reason}")
+            )
+        decision = check_trade(permissions, request)
+        if not decision.allowed:
+            return Reservation(decision)
+        limits = permissions.limits
+        allowed, bucket = take(_bucket(db, user_id), limits.trades_per_second, limits.trade_burst, now.timestamp())
+        if not allowed:
+            return Reservation(rate_limited(user_id, limits))
+        day = _day(now)
+        denial = check_risk(limits, _exposure(db, user_id, day), request.pair, request.side, request.size_usd)
+        if denial is not None:
+            return Reservation(denial)
+
+        # Allowed: only now is the rate token spent and the size reserved.
+        db.execute(
+            "INSERT INTO rate_buckets (user_id, tokens, at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            (user_id, _text(bucket.tokens), repr(bucket.at)),
+        )
+        db.execute(
+            "INSERT INTO reservations (user_id, signal_id, pair, side, reserved_usd, filled_usd, "
+            "status, day, created_at) VALUES (?, ?, ?, ?, ?, '0', 'open', ?, ?)",
+            (
+                user_id,
+                request.signal_id,
+                request.pair,
+                request.side.value,
+                _text(request.size_usd),
+                day,
+                now.isoformat(),
+            ),
+        )
+        return Reservation(decision)
+
+    def _release(self, db: Database, user_id: str, signal_id: str) -> bool:
+        db.lock_user(user_id)
+        changed = db.execute(
+            "UPDATE reservations SET status = 'released', closed_at = ? "
+            "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
+            (self._clock().isoformat(), user_id, signal_id),
+        )
+        return changed > 0
+
+    def _apply_execution(self, db: Database, event: ExecutionEvent) -> AppliedExecution:
+        now = self._clock()
+        user_id, pair = event.user_id, event.pair
+        db.lock_user(user_id)
+        position = _position(db, user_id, pair) or Position(pair)
+        new_fills = 0
+        realized = traded = fees = ZERO
+        with localcontext(EXACT):
+            for fill in event.fills:
+                first_time = db.execute(
+                    "INSERT INTO applied_fills (user_id, fill_key, reservation_id, applied_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, fill_key) DO NOTHING",
+                    (user_id, fill.fill_key, event.reservation_id, now.isoformat()),
+                )
+                if not first_time:
+                    continue
+                position, delta = apply_fill(position, event.side, fill.price, fill.quantity, fill.fee)
+                new_fills += 1
+                realized += delta
+                traded += fill.price * fill.quantity
+                fees += fill.fee
+        if new_fills:
+            _save_position(db, user_id, position, now)
+            _add_to_day(db, user_id, _day(now), traded, realized, fees)
+            _add_to_reservation(db, user_id, event.reservation_id, traded)
+        if event.terminal:
+            db.execute(
+                "UPDATE reservations SET status = 'done', closed_at = ? "
+                "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
+                (now.isoformat(), user_id, event.reservation_id),
+            )
+        return AppliedExecution(new_fills=new_fills, position=position, realized_pnl=realized)
+
+    def _set_subscription(self, db: Database, strategy_id: str, user_id: str, subscribed: bool) -> None:
+        if db.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
+            raise UnknownUser(user_id)
+        if subscribed:
+            db.execute(
+                "INSERT INTO subscriptions (strategy_id, user_id, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (strategy_id, user_id) DO NOTHING",
+                (strategy_id, user_id, self._clock().isoformat()),
+            )
+        else:
+            db.execute(
+                "DELETE FROM subscriptions WHERE strategy_id = ? AND user_id = ?", (strategy_id, user_id)
+            )
+
+    def _put_api_key(self, db: Database, user_id: str, broker: str, secret: SealedSecret) -> None:
+        if db.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
+            raise UnknownUser(user_id)
+        db.execute(
+            "INSERT INTO api_keys (user_id, broker, key_id, blob, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (user_id, broker) DO UPDATE SET key_id = excluded.key_id, blob = excluded.blob, "
+            "updated_at = excluded.updated_at",
+            (user_id, broker, secret.key_id, secret.blob, self._clock().isoformat()),
+        )
+
+    def _reseal_batch(
+        self, rows: list[tuple[str, str, SealedSecret]], fn: Callable[[str, str, SealedSecret], SealedSecret | None]
+    ) -> int:
+        # fn (which may call out to a key service) runs before the transaction, not inside it.
+        updates = []
+        for user_id, broker, old in rows:
+            new = fn(user_id, broker, old)
+            if new is not None and new != old:
+                updates.append((user_id, broker, old, new))
+        if not updates:
+            return 0
+        db = self._database()
         now = self._clock().isoformat()
-        # The write lock is held from the count to the insert: two processes starting together
-        # cannot both seed.
-        with _write(db):
-            (count,) = db.execute("SELECT COUNT(*) FROM users").fetchone()
-            if count:
-                return False
-            db.executemany(_UPSERT, [(*_to_row(user), now, now) for user in users])
-            return True
+
+        def write() -> int:
+            changed = 0
+            for user_id, broker, old, new in updates:
+                changed += db.execute(
+                    "UPDATE api_keys SET key_id = ?, blob = ?, updated_at = ? "
+                    "WHERE user_id = ? AND broker = ? AND key_id = ? AND blob = ?",
+                    (new.key_id, new.blob, now, user_id, broker, old.key_id, old.blob),
+                )
+            return changed
+
+        return db.run(write)
 
 
-@contextlib.contextmanager
-def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the body raises."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+# Reads and writes that need no clock. Each takes the open transaction's database.
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Add every column of ADDED_COLUMNS the users table lacks.
-
-    Under the write lock, so two processes opening the same old database together cannot both
-    add a column (the second sees it and does nothing). SQLite DDL is transactional.
-    """
-    with _write(db):
-        present = {row[1] for row in db.execute("PRAGMA table_info(users)")}
-        for name, definition in ADDED_COLUMNS:
-            if name not in present:
-                db.execute(f"ALTER TABLE users ADD COLUMN {name} {definition}")
+def _get_user(db: Database, user_id: str) -> UserPermissions | None:
+    row = db.one(f"SELECT {_COLUMNS} FROM users WHERE user_id = ?", (user_id,))
+    return None if row is None else _user_from_row(row)
 
 
-def _to_row(user: UserPermissions) -> tuple[Any, ...]:
+def _list_users(db: Database) -> list[UserPermissions]:
+    return [_user_from_row(row) for row in db.query(f"SELECT {_COLUMNS} FROM users ORDER BY user_id")]
+
+
+def _kill_switches(db: Database) -> KillSwitches:
+    global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
+    users = db.query("SELECT user_id, kill_reason FROM users WHERE kill_on = 1 ORDER BY user_id")
+    return KillSwitches(global_on=bool(global_on), global_reason=global_reason, users=dict(users))
+
+
+def _bucket(db: Database, user_id: str) -> Bucket | None:
+    row = db.one("SELECT tokens, at FROM rate_buckets WHERE user_id = ?", (user_id,))
+    return None if row is None else Bucket(tokens=Decimal(row[0]), at=float(row[1]))
+
+
+def _position(db: Database, user_id: str, pair: str) -> Position | None:
+    row = db.one(
+        "SELECT pair, quantity, cost_basis, realized_pnl, fees FROM positions WHERE user_id = ? AND pair = ?",
+        (user_id, pair),
+    )
+    return None if row is None else _position_from_row(row)
+
+
+def _positions(db: Database, user_id: str) -> list[Position]:
+    rows = db.query(
+        "SELECT pair, quantity, cost_basis, realized_pnl, fees FROM positions WHERE user_id = ? ORDER BY pair",
+        (user_id,),
+    )
+    return [_position_from_row(row) for row in rows]
+
+
+def _save_position(db: Database, user_id: str, position: Position, now: datetime) -> None:
+    db.execute(
+        "INSERT INTO positions (user_id, pair, quantity, cost_basis, realized_pnl, fees, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, pair) DO UPDATE SET "
+        "quantity = excluded.quantity, cost_basis = excluded.cost_basis, "
+        "realized_pnl = excluded.realized_pnl, fees = excluded.fees, updated_at = excluded.updated_at",
+        (
+            user_id,
+            position.pair,
+            _text(position.quantity),
+            _text(position.cost_basis),
+            _text(position.realized_pnl),
+            _text(position.fees),
+            now.isoformat(),
+        ),
+    )
+
+
+def _open_reservations(db: Database, user_id: str) -> list[OpenReservation]:
+    rows = db.query(
+        "SELECT signal_id, pair, side, reserved_usd, filled_usd FROM reservations "
+        "WHERE user_id = ? AND status = 'open' ORDER BY created_at, signal_id",
+        (user_id,),
+    )
+    return [
+        OpenReservation(signal_id, pair, Side(side), Decimal(reserved), Decimal(filled))
+        for signal_id, pair, side, reserved, filled in rows
+    ]
+
+
+def _exposure(db: Database, user_id: str, day: str) -> Exposure:
+    today = db.one(
+        "SELECT traded_usd, realized_pnl, fees FROM daily WHERE user_id = ? AND day = ?", (user_id, day)
+    )
+    traded, realized, fees = (Decimal(v) for v in today) if today else (ZERO, ZERO, ZERO)
+    return Exposure(
+        user_id=user_id,
+        positions={p.pair: p for p in _positions(db, user_id)},
+        open_reservations=tuple(_open_reservations(db, user_id)),
+        traded_today_usd=traded,
+        realized_today=realized,
+        fees_today=fees,
+    )
+
+
+def _add_to_day(db: Database, user_id: str, day: str, traded: Decimal, realized: Decimal, fees: Decimal) -> None:
+    row = db.one("SELECT traded_usd, realized_pnl, fees FROM daily WHERE user_id = ? AND day = ?", (user_id, day))
+    with localcontext(EXACT):
+        if row is not None:
+            traded += Decimal(row[0])
+            realized += Decimal(row[1])
+            fees += Decimal(row[2])
+    db.execute(
+        "INSERT INTO daily (user_id, day, traded_usd, realized_pnl, fees) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id, day) DO UPDATE SET traded_usd = excluded.traded_usd, "
+        "realized_pnl = excluded.realized_pnl, fees = excluded.fees",
+        (user_id, day, _text(traded), _text(realized), _text(fees)),
+    )
+
+
+def _add_to_reservation(db: Database, user_id: str, signal_id: str, filled: Decimal) -> None:
+    row = db.one("SELECT filled_usd FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, signal_id))
+    if row is None:
+        return  # fills of a trade reserved elsewhere (or never) still move the position
+    with localcontext(EXACT):
+        total = Decimal(row[0]) + filled
+    db.execute(
+        "UPDATE reservations SET filled_usd = ? WHERE user_id = ? AND signal_id = ?",
+        (_text(total), user_id, signal_id),
+    )
+
+
+_TOKEN_COLUMNS = "token_id, kind, subject, secret_hash, description, created_at, revoked_at"
+
+
+def _add_token(db: Database, token: TokenRecord) -> bool:
+    added = db.execute(
+        f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_id) DO NOTHING",
+        (
+            token.token_id,
+            token.kind,
+            token.subject,
+            token.secret_hash,
+            token.description,
+            token.created_at.isoformat(),
+            None if token.revoked_at is None else token.revoked_at.isoformat(),
+        ),
+    )
+    return added > 0
+
+
+def _get_token(db: Database, token_id: str) -> TokenRecord | None:
+    row = db.one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))
+    return None if row is None else _token_from_row(row)
+
+
+def _list_tokens(db: Database, subject: str | None) -> list[TokenRecord]:
+    if subject is None:
+        rows = db.query(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY token_id")
+    else:
+        rows = db.query(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE subject = ? ORDER BY token_id", (subject,))
+    return [_token_from_row(row) for row in rows]
+
+
+def _revoke_token(db: Database, token_id: str, at: datetime) -> bool:
+    changed = db.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (at.isoformat(), token_id)
+    )
+    return changed > 0
+
+
+def _subscribers(db: Database, strategy_id: str) -> tuple[str, ...]:
+    rows = db.query("SELECT user_id FROM subscriptions WHERE strategy_id = ? ORDER BY user_id", (strategy_id,))
+    return tuple(row[0] for row in rows)
+
+
+def _get_api_key(db: Database, user_id: str, broker: str) -> SealedSecret | None:
+    row = db.one("SELECT key_id, blob FROM api_keys WHERE user_id = ? AND broker = ?", (user_id, broker))
+    return None if row is None else SealedSecret(key_id=row[0], blob=bytes(row[1]))
+
+
+def _list_api_keys(db: Database, user_id: str) -> list[ApiKeyInfo]:
+    rows = db.query(
+        "SELECT user_id, broker, key_id, updated_at FROM api_keys WHERE user_id = ? ORDER BY broker", (user_id,)
+    )
+    return [ApiKeyInfo(u, b, k, datetime.fromisoformat(at)) for u, b, k, at in rows]
+
+
+def _delete_api_key(db: Database, user_id: str, broker: str) -> bool:
+    return db.execute("DELETE FROM api_keys WHERE user_id = ? AND broker = ?", (user_id, broker)) > 0
+
+
+def _api_key_batch(db: Database, after: tuple[str, str], limit: int) -> list[tuple[str, str, SealedSecret]]:
+    rows = db.query(
+        "SELECT user_id, broker, key_id, blob FROM api_keys WHERE (user_id, broker) > (?, ?) "
+        "ORDER BY user_id, broker LIMIT ?",
+        (*after, limit),
+    )
+    return [(u, b, SealedSecret(key_id=k, blob=bytes(blob))) for u, b, k, blob in rows]
+
+
+# Rows <-> records.
+
+
+def _day(now: datetime) -> str:
+    """The UTC date: daily limits reset at midnight UTC."""
+    return now.astimezone(timezone.utc).date().isoformat()
+
+
+def _text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _optional_text(value: Decimal | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _limits_to_columns(limits: RiskLimits) -> dict[str, Any]:
+    return {
+        "max_position_usd": _optional_text(limits.max_position_usd),
+        "max_open_positions": limits.max_open_positions,
+        "max_daily_notional_usd": _optional_text(limits.max_daily_notional_usd),
+        "max_daily_loss_usd": _optional_text(limits.max_daily_loss_usd),
+        "trades_per_second": _text(limits.trades_per_second),
+        "trade_burst": limits.trade_burst,
+    }
+
+
+def _user_to_row(user: UserPermissions) -> tuple[Any, ...]:
     preferences = user.preferences
     policy = preferences.routing_policy
     return (
@@ -200,16 +861,33 @@ def _to_row(user: UserPermissions) -> tuple[Any, ...]:
         int(user.enabled),
         json.dumps(list(user.allowed_brokers)),
         json.dumps(list(user.allowed_pairs)),
-        format(user.max_order_size_usd, "f"),
+        _text(user.max_order_size_usd),
         json.dumps(list(preferences.preferred_brokers)),
         json.dumps(list(preferences.blocked_brokers)),
         None if policy is None else policy.value,
         preferences.max_slippage_bps,
+        *_limits_to_columns(user.limits).values(),
     )
 
 
-def _from_row(row: tuple[Any, ...]) -> UserPermissions:
-    user_id, enabled, brokers, pairs, max_size, preferred, blocked, policy, max_slippage = row
+def _user_from_row(row: Sequence[Any]) -> UserPermissions:
+    (
+        user_id,
+        enabled,
+        brokers,
+        pairs,
+        max_size,
+        preferred,
+        blocked,
+        policy,
+        max_slippage,
+        max_position,
+        max_open,
+        max_notional,
+        max_loss,
+        rate,
+        burst,
+    ) = row
     return UserPermissions(
         user_id=user_id,
         enabled=bool(enabled),
@@ -222,4 +900,34 @@ def _from_row(row: tuple[Any, ...]) -> UserPermissions:
             routing_policy=None if policy is None else RoutingPolicy(policy),
             max_slippage_bps=max_slippage,
         ),
+        limits=RiskLimits(
+            max_position_usd=_optional_decimal(max_position, "max_position_usd"),
+            max_open_positions=max_open,
+            max_daily_notional_usd=_optional_decimal(max_notional, "max_daily_notional_usd"),
+            max_daily_loss_usd=_optional_decimal(max_loss, "max_daily_loss_usd"),
+            trades_per_second=parse_decimal(rate, "trades_per_second"),
+            trade_burst=burst,
+        ),
+    )
+
+
+def _optional_decimal(text: str | None, field: str) -> Decimal | None:
+    return None if text is None else parse_decimal(text, field)
+
+
+def _position_from_row(row: Sequence[Any]) -> Position:
+    pair, quantity, cost_basis, realized, fees = row
+    return Position(pair, Decimal(quantity), Decimal(cost_basis), Decimal(realized), Decimal(fees))
+
+
+def _token_from_row(row: Sequence[Any]) -> TokenRecord:
+    token_id, kind, subject, secret_hash, description, created_at, revoked_at = row
+    return TokenRecord(
+        token_id=token_id,
+        kind=kind,
+        subject=subject,
+        secret_hash=secret_hash,
+        description=description,
+        created_at=datetime.fromisoformat(created_at),
+        revoked_at=None if revoked_at is None else datetime.fromisoformat(revoked_at),
     )
