@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+from services.runtime.auth import token_interceptors
+from services.runtime.config import ConfigError
+from services.runtime.security import Security, channel_credentials, target_is_local
+
 CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -16,8 +20,26 @@ CHANNEL_OPTIONS = (
 )
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def open_channel(target: str, security: Security | None = None) -> grpc.aio.Channel:
+    """A channel to `target`: TLS (and our client certificate for mTLS) when `security` has a
+    certificate or a CA, and our bearer token on every call when it has one.
+
+    Without `security` the channel is plaintext with no token, as before security existed.
+    With it, plaintext to another machine is refused unless explicitly allowed: our token would
+    cross the network in the clear.
+    """
+    if security is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    interceptors = token_interceptors(security.token) if security.token else None
+    credentials = channel_credentials(security)
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    if not security.allow_plaintext_remote and not target_is_local(target):
+        raise ConfigError(
+            f"plaintext channel to non-loopback {target}: configure TLS (NIJA_TLS_CA) "
+            "or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
+        )
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def bounded(default_s: float, remaining_s: float | None) -> float:

@@ -4,6 +4,10 @@
 and each of the app's service names), server reflection, and a graceful stop: on SIGTERM/SIGINT
 health turns NOT_SERVING, in-flight calls get `grace_s` to finish, then the app stops.
 The bound port (useful with port 0) is written to `port_file` once the server is SERVING.
+
+Transport security comes from a `Security`: TLS (mTLS with a CA) when a certificate is set;
+otherwise plaintext, which is refused on anything but loopback unless explicitly allowed. An app
+that authenticates its callers exposes `interceptors` (e.g. an `AuthInterceptor`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from services.runtime.config import ConfigError
+from services.runtime.security import Security, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +86,20 @@ class Health:
 class RunningServer:
     """A started server; `port` is the bound port. Used directly by tests."""
 
-    def __init__(self, app: App, listen: Listen) -> None:
+    def __init__(self, app: App, listen: Listen, security: Security | None = None) -> None:
         self.app = app
         self.listen = listen
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.security = security or Security()
+        # Checked here, before anything binds: a misconfigured server must not start at all.
+        self._credentials = server_credentials(self.security)
+        if self._credentials is None and not is_loopback(listen.host) and not self.security.allow_plaintext_remote:
+            raise ConfigError(
+                f"plaintext listen on non-loopback {listen.host}: configure TLS (NIJA_TLS_CERT, "
+                "NIJA_TLS_KEY) or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
+            )
+        # Optional `interceptors` on the app: e.g. its AuthInterceptor.
+        interceptors = tuple(getattr(app, "interceptors", None) or ())
+        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self._health_servicer = health.aio.HealthServicer()
         self.health = Health(self._health_servicer, app.service_names)
         self.port = 0
@@ -97,7 +114,11 @@ class RunningServer:
         reflection.enable_server_reflection(
             (*self.app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(f"{self.listen.host}:{self.listen.port}")
+        address = f"{self.listen.host}:{self.listen.port}"
+        if self._credentials is not None:
+            self.port = self.server.add_secure_port(address, self._credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
         await self.health._apply(False)
         # The app is up before the first call can reach its handlers.
         await self.app.start(self.health)
@@ -113,7 +134,11 @@ class RunningServer:
             with open(tmp, "w") as fh:
                 fh.write(str(self.port))
             os.replace(tmp, self.listen.port_file)
-        log.info("serving", extra={"port": self.port, "services": list(self.app.service_names)})
+        log.info(
+            "serving",
+            extra={"port": self.port, "services": list(self.app.service_names),
+                   "tls": self.security.tls, "mtls": self.security.mtls},
+        )
         return self
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -130,13 +155,13 @@ class RunningServer:
         log.info("stopped")
 
 
-async def serve(app: App, listen: Listen) -> None:
+async def serve(app: App, listen: Listen, security: Security | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await RunningServer(app, listen).start()
+    running = await RunningServer(app, listen, security).start()
     try:
         await stop.wait()
     finally:
