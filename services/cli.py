@@ -1,9 +1,10 @@
 """`nija`: run one service, the whole local mesh, a trade, or a health check.
 
-  nija up [--demo]            every service as its own process; Ctrl-C stops them all
+  nija up [--demo] [--tls]    every service as its own process; Ctrl-C stops them all
   nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
   nija trade --user U ...     submit a signal and print each update as it streams
   nija status                 every service's gRPC health
+  nija users|tokens|keys|limits|kill-switch|strategies|certs   administration (services.admin_cli)
 """
 
 from __future__ import annotations
@@ -29,11 +30,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
+from services import admin_cli
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.domain.signal import SignalType
-from services.runtime.config import ConfigError, env_values, load_config, parse_assignments
+from services.permission.bootstrap import Issued, issue_mesh_tokens
+from services.permission.demo import DEMO_USERS
+from services.runtime.certs import make_dev_certs
+from services.runtime.channels import open_channel
+from services.runtime.config import (
+    ConfigError,
+    env_values,
+    load_config,
+    parse_assignments,
+)
 from services.runtime.errors import reason_of
 from services.runtime.logging import configure_logging
+from services.runtime.security import Security, load_security
 from services.runtime.server import Listen, serve
 from services.runtime.wire import SIGNAL_TYPE_TO_PB, status_name
 
@@ -56,6 +68,9 @@ HEALTH_NAMES = {
 
 TERMINAL = {"filled", "rejected", "failed", "cancelled"}
 
+#: Services that call others, and so need a service token of their own.
+CALLERS = {"router", "aggregator", "executor"}
+
 
 # ---- serve ---------------------------------------------------------------------------------------
 
@@ -63,26 +78,54 @@ TERMINAL = {"filled", "rejected", "failed", "cancelled"}
 def cmd_serve(args: argparse.Namespace) -> int:
     module = importlib.import_module(SERVICE_MODULES[args.service])
     values = env_values(module.Config, f"NIJA_{args.service.upper()}")
+    if os.environ.get("NIJA_DATABASE_URL") and "database_url" in {f.name for f in dataclasses.fields(module.Config)}:
+        values.setdefault("database_url", os.environ["NIJA_DATABASE_URL"])
     values.update(parse_assignments(args.set))
     name = args.service if args.service != "executor" else f"executor-{values.get('broker', 'binance')}"
     configure_logging(name, args.log_level)
     try:
         config = load_config(module.Config, values)
+        security = load_security(os.environ)
+        if args.service in CALLERS and not security.token:
+            raise ConfigError(
+                f"{name} calls other services and needs its own token: set NIJA_SERVICE_TOKEN or "
+                f"NIJA_SERVICE_TOKEN_FILE (`nija tokens create --kind service --subject {name}`)"
+            )
     except (ConfigError, TypeError) as exc:
         print(f"nija serve {args.service}: {exc}", file=sys.stderr)
         return 2
     port = args.port if args.port is not None else DEFAULT_PORTS.get(name, 0)
     listen = Listen(host=args.host, port=port, port_file=args.port_file, grace_s=args.grace)
-    asyncio.run(_serve(module, config, listen))
+    try:
+        asyncio.run(_serve(module, config, listen, security))
+    except ConfigError as exc:
+        print(f"nija serve {args.service}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-async def _serve(module: Any, config: Any, listen: Listen) -> None:
+async def _serve(module: Any, config: Any, listen: Listen, security: Security) -> None:
     # Built inside the running loop: grpc.aio channels belong to the loop they are created in.
-    await serve(module.build_app(config), listen)
+    await serve(module.build_app(config, security), listen, security)
 
 
 # ---- up ------------------------------------------------------------------------------------------
+
+
+def _write_private(path: pathlib.Path, text: str) -> None:
+    """A secret file only its owner can read (created 0600, never world-readable for a moment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
+def _tls_security(certs: pathlib.Path, name: str) -> Security:
+    return Security(
+        tls_cert_file=str(certs / f"{name}.pem"), tls_key_file=str(certs / f"{name}-key.pem"),
+        tls_ca_file=str(certs / "ca.pem"),
+    )
 
 
 @dataclasses.dataclass
@@ -90,6 +133,7 @@ class Child:
     name: str  # "router", "executor-kraken", ...
     kind: str  # SERVICE_MODULES key
     settings: dict[str, str]
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: pathlib.Path | None = None
@@ -102,24 +146,51 @@ class Child:
 class Mesh:
     """The local mesh as child processes, started in dependency order and stopped in reverse."""
 
-    def __init__(self, data_dir: pathlib.Path, auto_ports: bool, extra: dict[str, dict[str, str]]) -> None:
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        auto_ports: bool,
+        extra: dict[str, dict[str, str]],
+        tls: bool = False,
+        routers: int = 1,
+    ) -> None:
         self.data_dir = data_dir
+        self.routers = routers
         self.auto_ports = auto_ports
         self.extra = extra
+        self.tls = tls
         self.children: list[Child] = []
+        self.tokens: Issued | None = None
+        #: How this process (and tests) reach the services: TLS with the "client" certificate
+        #: when the mesh runs TLS; no token (health needs none; callers add theirs).
+        self.client_security = Security()
 
     def _port(self, name: str) -> int:
-        return 0 if self.auto_ports else DEFAULT_PORTS[name]
+        if self.auto_ports:
+            return 0
+        if name.startswith("router-"):  # replicas 2, 3, ...: 50151, 50251, ...
+            return DEFAULT_PORTS["router"] + 100 * (int(name.split("-")[1]) - 1)
+        return DEFAULT_PORTS[name]
 
     async def start(self) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        await self._issue_tokens()
+        if self.tls:
+            certs = self.data_dir / "certs"
+            make_dev_certs(certs, [*admin_cli.MESH_SERVICES, "client"])
+            self.client_security = _tls_security(certs, "client")
         sim = await self._spawn(Child("simexchange", "simexchange", {}))
-        aggregator = await self._spawn(
-            Child("aggregator", "aggregator", {"database_path": str(self.data_dir / "aggregator.db")})
-        )
+        # The permission service first: every other service checks its callers' tokens with it.
         permission = await self._spawn(
             Child("permission", "permission", {"database_path": str(self.data_dir / "permission.db")})
+        )
+        aggregator = await self._spawn(
+            Child(
+                "aggregator",
+                "aggregator",
+                {"database_path": str(self.data_dir / "aggregator.db"), "permission_target": permission.target},
+            )
         )
         executors = [
             await self._spawn(
@@ -130,25 +201,60 @@ class Mesh:
                         "broker": broker,
                         "simexchange_target": sim.target,
                         "aggregator_target": aggregator.target,
+                        "permission_target": permission.target,
                         "journal_path": str(self.data_dir / f"executor-{broker}.journal.db"),
                     },
                 )
             )
             for broker in BROKERS
         ]
-        await self._spawn(
-            Child(
-                "router",
-                "router",
-                {
-                    "permission_target": permission.target,
-                    "aggregator_target": aggregator.target,
-                    "executor_targets": ",".join(f"{c.settings['broker']}={c.target}" for c in executors),
-                },
+        # Routers are stateless replicas: any number of them share the same upstreams.
+        for replica in range(1, self.routers + 1):
+            await self._spawn(
+                Child(
+                    "router" if replica == 1 else f"router-{replica}",
+                    "router",
+                    {
+                        "permission_target": permission.target,
+                        "aggregator_target": aggregator.target,
+                        "executor_targets": ",".join(f"{c.settings['broker']}={c.target}" for c in executors),
+                    },
+                )
             )
+        await asyncio.gather(
+            *(wait_serving(c.target, HEALTH_NAMES[c.kind], 60.0, self._security_to(c)) for c in self.children)
         )
-        await asyncio.gather(*(wait_serving(c.target, HEALTH_NAMES[c.kind], 60.0) for c in self.children))
         self._write_manifest()
+
+    def _security_to(self, child: Child) -> Security:
+        # The simulated exchanges stand outside the mesh: plaintext on loopback, like before.
+        return Security() if child.kind == "simexchange" else self.client_security
+
+    async def _issue_tokens(self) -> None:
+        """A token per calling service, an admin token and the demo users' tokens, minted into
+        the permission database before it starts; the admin's and users' written 0600."""
+        database = os.environ.get("NIJA_DATABASE_URL") or str(self.data_dir / "permission.db")
+        callers = ["router", "aggregator", *(f"executor-{b}" for b in BROKERS)]
+        self.tokens = await issue_mesh_tokens(database, callers, [u.user_id for u in DEMO_USERS])
+        _write_private(self.data_dir / "admin.token", self.tokens.admin)
+        for user, token in self.tokens.users.items():
+            _write_private(self.data_dir / "tokens" / f"{user}.token", token)
+
+    def _child_env(self, child: Child) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NIJA_SERVICE_TOKEN", "NIJA_TLS_"))}
+        assert self.tokens is not None
+        # Router replicas share the router's identity (its token and certificate).
+        identity = "router" if child.kind == "router" else child.name
+        if identity in self.tokens.services:
+            env["NIJA_SERVICE_TOKEN"] = self.tokens.services[identity]
+        if self.tls and child.kind != "simexchange":
+            certs = self.data_dir / "certs"
+            env.update(
+                NIJA_TLS_CERT=str(certs / f"{identity}.pem"),
+                NIJA_TLS_KEY=str(certs / f"{identity}-key.pem"),
+                NIJA_TLS_CA=str(certs / "ca.pem"),
+            )
+        return env
 
     async def _spawn(self, child: Child) -> Child:
         child.settings.update(self.extra.get(child.name, {}))
@@ -162,7 +268,9 @@ class Mesh:
         for key, value in child.settings.items():
             cmd += ["--set", f"{key}={value}"]
         log_file = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
-        child.process = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, start_new_session=True)
+        child.process = subprocess.Popen(
+            cmd, stdout=log_file, stderr=log_file, start_new_session=True, env=self._child_env(child)
+        )
         log_file.close()
         self.children.append(child)
         deadline = time.monotonic() + 30.0
@@ -212,7 +320,7 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"--set expects SERVICE:key=value, got {item!r}", file=sys.stderr)
             return 2
         extra.setdefault(name, {}).update(parse_assignments([assignment]))
-    mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra)
+    mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra, tls=args.tls, routers=args.routers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,9 +332,15 @@ async def _up(args: argparse.Namespace) -> int:
         for c in mesh.children:
             print(f"{c.name:<20} {c.target:<18} {c.process.pid if c.process else 0:>7}  {c.log_path}")
         print(f"all {len(mesh.children)} services SERVING; manifest {mesh.data_dir / 'mesh.json'}", flush=True)
+        print(f"admin token in {mesh.data_dir / 'admin.token'}; demo users' tokens in {mesh.data_dir / 'tokens'}/")
+        if args.tls:
+            certs = mesh.data_dir / "certs"
+            print(f"TLS + mTLS on; a client certificate for you: export NIJA_TLS_CA={certs / 'ca.pem'} "
+                  f"NIJA_TLS_CERT={certs / 'client.pem'} NIJA_TLS_KEY={certs / 'client-key.pem'}")
         if args.demo:
             router = next(c.target for c in mesh.children if c.name == "router")
-            await run_demo(router)
+            assert mesh.tokens is not None
+            await run_demo(router, mesh.tokens.users, mesh.client_security)
         print("Ctrl-C stops the mesh.", flush=True)
         while not stop.is_set():
             crashed = mesh.exited()
@@ -258,12 +372,13 @@ DEMO_TRADES = (
 )
 
 
-async def run_demo(router: str) -> None:
+async def run_demo(router: str, tokens: dict[str, str], security: Security) -> None:
+    """Each demo user trades with their own token, as a strategy client would."""
     print("\ndemo: five signals, updates as they stream")
-    async with grpc.aio.insecure_channel(router) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        for user, pair, side, usd, kind in DEMO_TRADES:
-            print(f"\n> {user}: {side} ${usd} {pair} ({kind})")
+    for user, pair, side, usd, kind in DEMO_TRADES:
+        print(f"\n> {user}: {side} ${usd} {pair} ({kind})")
+        async with open_channel(router, dataclasses.replace(security, token=tokens[user])) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
             await stream_trade(stub, make_signal(user, pair, side, usd, kind), timeout=60.0)
     print()
 
@@ -324,8 +439,10 @@ def _manifest(path: str | None) -> dict[str, str]:
 
 
 async def _trade(args: argparse.Namespace) -> int:
-    router = args.router or _manifest(args.mesh)["router"]
-    async with grpc.aio.insecure_channel(router) as channel:
+    in_data_dir = pathlib.Path(args.data_dir) / "mesh.json"
+    router = args.router or _manifest(args.mesh or (str(in_data_dir) if in_data_dir.exists() else None))["router"]
+    security = dataclasses.replace(load_security(admin_cli._client_env()), token=admin_cli.client_token(args))
+    async with open_channel(router, security) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         signal_pb = make_signal(args.user, args.pair, args.side, args.usd, args.type, args.signal_id)
         result = await stream_trade(stub, signal_pb, args.timeout)
@@ -339,8 +456,9 @@ def cmd_trade(args: argparse.Namespace) -> int:
 # ---- status --------------------------------------------------------------------------------------
 
 
-async def health_status(target: str, service: str, timeout: float = 2.0) -> str:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def health_status(target: str, service: str, timeout: float = 2.0, security: Security | None = None) -> str:
+    """Health needs no token; with TLS it needs the CA (and, for mTLS, a client certificate)."""
+    async with open_channel(target, security) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -349,10 +467,10 @@ async def health_status(target: str, service: str, timeout: float = 2.0) -> str:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
-async def wait_serving(target: str, service: str, timeout_s: float) -> None:
+async def wait_serving(target: str, service: str, timeout_s: float, security: Security | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        status = await health_status(target, service, timeout=1.0)
+        status = await health_status(target, service, timeout=1.0, security=security)
         if status == "SERVING":
             return
         if time.monotonic() > deadline:
@@ -362,8 +480,10 @@ async def wait_serving(target: str, service: str, timeout_s: float) -> None:
 
 async def _status(args: argparse.Namespace) -> int:
     targets = _manifest(args.mesh)
+    security = load_security(admin_cli._client_env())
     results = await asyncio.gather(
-        *(health_status(t, HEALTH_NAMES[_kind(n)]) for n, t in targets.items())
+        *(health_status(t, HEALTH_NAMES[_kind(n)], security=None if n == "simexchange" else security)
+          for n, t in targets.items())
     )
     for (name, target), status in zip(targets.items(), results):
         print(f"{name:<20} {target:<18} {status}")
@@ -371,7 +491,8 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 def _kind(name: str) -> str:
-    return "executor" if name.startswith("executor-") else name
+    """The service kind of a mesh member ("executor-kraken" -> "executor", "router-2" -> "router")."""
+    return name.split("-", 1)[0] if name.startswith(("executor-", "router-")) else name
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -399,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="var", help="SQLite files, logs and the mesh manifest")
     p.add_argument("--auto-ports", action="store_true", help="let every service pick a free port")
     p.add_argument("--demo", action="store_true", help="submit a few demo trades once everything is up")
+    p.add_argument("--tls", action="store_true", help="TLS + mTLS between all services (certificates from a local CA)")
+    p.add_argument("--routers", type=int, default=1, help="router replicas (router, router-2, ...)")
     p.add_argument("--set", action="append", metavar="SERVICE:KEY=VALUE", help="config for one service (repeatable)")
     p.set_defaults(func=cmd_up)
 
@@ -412,11 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--router", default=None, help="host:port (default: from the mesh manifest)")
     p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default var/mesh.json)")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--token", default=None, help="bearer token (default $NIJA_TOKEN or <data-dir>/admin.token)")
+    p.add_argument("--data-dir", default="var", help="where `nija up` keeps its admin token")
     p.set_defaults(func=cmd_trade)
 
     p = sub.add_parser("status", help="print every service's health")
     p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default var/mesh.json)")
     p.set_defaults(func=cmd_status)
+
+    admin_cli.add_commands(sub)
     return parser
 
 

@@ -1,6 +1,8 @@
 """The whole mesh in one process: every service a real grpc.aio server on port 0, real channels.
 
 Used by the integration tests; `tests/e2e` starts the same services as separate processes.
+Authentication is on, as in production: every service has its own token, and the test's own
+stubs carry the admin token unless a test asks for a user's (`channel(name, token=...)`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from services.domain.brokers import BROKERS
 from services.executor import app as executor_app
 from services.permission import app as permission_app
 from services.router import app as router_app
+from services.permission.bootstrap import Issued, issue_mesh_tokens
+from services.permission.demo import DEMO_USERS
+from services.runtime.channels import open_channel
 from services.runtime.config import load_config
+from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
 from services.simexchange import app as sim_app
 
@@ -40,11 +46,24 @@ class InProcessMesh:
     aggregator: aggregator_pb2_grpc.AggregatorServiceStub
     sim: simexchange_pb2_grpc.SimulatedExchangeServiceStub
     executors: dict[str, executor_pb2_grpc.ExecutorServiceStub]
+    tokens: Issued
+    #: Each executor's settings, to start it again (`restart_executor`).
+    executor_settings: dict[str, dict[str, str]]
 
-    def channel(self, name: str) -> grpc.aio.Channel:
-        ch = grpc.aio.insecure_channel(self.servers[name].target)
+    def channel(self, name: str, token: str | None = None) -> grpc.aio.Channel:
+        """A channel to a service carrying `token` (default: the admin's)."""
+        ch = open_channel(self.servers[name].target, Security(token=token or self.tokens.admin))
         self.channels.append(ch)
         return ch
+
+    async def restart_executor(self, broker: str, port: int = 0) -> RunningServer:
+        """Start `broker`'s executor again (after a test stopped it), on `port` if given."""
+        name = f"executor-{broker}"
+        config = load_config(executor_app.Config, self.executor_settings[broker])
+        security = Security(token=self.tokens.services[name])
+        server = RunningServer(executor_app.build_app(config, security), Listen(port=port), security)
+        self.servers[name] = await server.start()
+        return self.servers[name]
 
     async def submit(self, signal: common_pb2.TradeSignal, timeout: float = 30.0) -> list[common_pb2.ExecutionUpdate]:
         updates = []
@@ -65,9 +84,20 @@ class InProcessMesh:
                 await self.servers[name].stop(0)
 
 
-async def _start(module: Any, values: dict[str, str]) -> RunningServer:
+CALLERS = ("router", "aggregator", *(f"executor-{b}" for b in BROKERS))
+
+
+async def _start(module: Any, values: dict[str, str], token: str = "") -> RunningServer:
     config = load_config(module.Config, values)
-    return await RunningServer(module.build_app(config), Listen(port=0)).start()
+    security = Security(token=token)
+    return await RunningServer(module.build_app(config, security), Listen(port=0), security).start()
+
+
+async def start_permission(tmp: pathlib.Path) -> tuple[RunningServer, Issued]:
+    """The permission service alone, with every mesh service's token (and the admin's) minted."""
+    permission_db = str(tmp / "permission.db")
+    tokens = await issue_mesh_tokens(permission_db, CALLERS, [u.user_id for u in DEMO_USERS])
+    return await _start(permission_app, {"database_path": permission_db}), tokens
 
 
 async def start_mesh(
@@ -77,28 +107,36 @@ async def start_mesh(
     router: dict[str, str] | None = None,
 ) -> InProcessMesh:
     servers: dict[str, RunningServer] = {}
+    servers["permission"], tokens = await start_permission(tmp)
     # Fast ticks for quick tests, with calm prices so marketable limit orders do fill.
     servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", "volatility_bps": "0.5", **(sim or {})})
+    permission_target = servers["permission"].target
     db = tmp / "aggregator.db"
-    servers["aggregator"] = await _start(aggregator_app, {"database_path": str(db)})
-    servers["permission"] = await _start(permission_app, {"database_path": str(tmp / "permission.db")})
+    servers["aggregator"] = await _start(
+        aggregator_app, {"database_path": str(db), "permission_target": permission_target},
+        tokens.services["aggregator"],
+    )
+    executor_settings = {
+        broker: {
+            "broker": broker,
+            "simexchange_target": servers["simexchange"].target,
+            "aggregator_target": servers["aggregator"].target,
+            "permission_target": permission_target,
+            "journal_path": str(tmp / f"executor-{broker}.journal.db"),
+            **FAST_EXECUTOR,
+            **(executor or {}),
+        }
+        for broker in BROKERS
+    }
     for broker in BROKERS:
         servers[f"executor-{broker}"] = await _start(
-            executor_app,
-            {
-                "broker": broker,
-                "simexchange_target": servers["simexchange"].target,
-                "aggregator_target": servers["aggregator"].target,
-                "journal_path": str(tmp / f"executor-{broker}.journal.db"),
-                **FAST_EXECUTOR,
-                **(executor or {}),
-            },
+            executor_app, executor_settings[broker], tokens.services[f"executor-{broker}"]
         )
     router_settings = router
     servers["router"] = await _start(
         router_app,
         {
-            "permission_target": servers["permission"].target,
+            "permission_target": permission_target,
             "aggregator_target": servers["aggregator"].target,
             "executor_targets": ",".join(f"{b}={servers['executor-' + b].target}" for b in BROKERS),
             "info_push_interval_ms": "200",
@@ -106,11 +144,15 @@ async def start_mesh(
             "balancing": "best",
             **(router_settings or {}),
         },
+        tokens.services["router"],
     )
-    channels = [grpc.aio.insecure_channel(servers[n].target) for n in ("router", "aggregator", "simexchange")]
+    admin = Security(token=tokens.admin)
+    channels = [open_channel(servers[n].target, admin) for n in ("router", "aggregator")]
+    channels.append(grpc.aio.insecure_channel(servers["simexchange"].target))
     executors = {}
     for broker in BROKERS:
-        ch = grpc.aio.insecure_channel(servers[f"executor-{broker}"].target)
+        # Executors answer only routers: the test speaks to them as the router does.
+        ch = open_channel(servers[f"executor-{broker}"].target, Security(token=tokens.services["router"]))
         channels.append(ch)
         executors[broker] = executor_pb2_grpc.ExecutorServiceStub(ch)
     mesh = InProcessMesh(
@@ -121,6 +163,8 @@ async def start_mesh(
         aggregator=aggregator_pb2_grpc.AggregatorServiceStub(channels[1]),
         sim=simexchange_pb2_grpc.SimulatedExchangeServiceStub(channels[2]),
         executors=executors,
+        tokens=tokens,
+        executor_settings=executor_settings,
     )
     # Ready when the router holds healthy info with books from every executor.
     directory = servers["router"].app.directory

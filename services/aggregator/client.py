@@ -16,6 +16,7 @@ from nija.common.v1 import common_pb2
 
 from services.runtime.channels import bounded, open_channel
 from services.runtime.errors import relay
+from services.runtime.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,10 @@ _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class LedgerClient:
-    def __init__(self, target: str, timeout_s: float = 5.0, retry_for_s: float = 30.0) -> None:
-        self._channel = open_channel(target)
+    def __init__(
+        self, target: str, security: Security | None = None, timeout_s: float = 5.0, retry_for_s: float = 30.0
+    ) -> None:
+        self._channel = open_channel(target, security)
         self._stub = aggregator_pb2_grpc.AggregatorServiceStub(self._channel)
         self._timeout_s = timeout_s
         self._retry_for_s = retry_for_s

@@ -43,9 +43,15 @@ from services.aggregator.rules import (
 )
 from services.domain.money import fmt, quantize_derived
 from services.domain.signal import PARENT_KEY, Side, Signal
-from services.domain.states import IllegalTransition, Status, check_transition
+from services.domain.states import TERMINAL, IllegalTransition, Status, check_transition
 from services.runtime.errors import ServiceError, invalid, not_found, precondition
-from services.runtime.wire import SIDE_TO_PB, STATUS_FROM_PB, STATUS_TO_PB, now_pb, signal_from_pb
+from services.runtime.wire import (
+    SIDE_TO_PB,
+    STATUS_FROM_PB,
+    STATUS_TO_PB,
+    now_pb,
+    signal_from_pb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +117,25 @@ SCHEMA: tuple[str, ...] = (
         last_sequence BIGINT NOT NULL
     )
     """,
+    # How far a consumer of the updates (the permission service's positions) has got, by the
+    # updates' insertion order (rowid), persisted after each batch it acknowledged.
+    """
+    CREATE TABLE IF NOT EXISTS feed_cursors (
+        name     TEXT NOT NULL PRIMARY KEY,
+        position BIGINT NOT NULL
+    )
+    """,
 )
+
+#: Updates the permission service must see: those with fills, and final states.
+_FEED_QUERY = f"""
+SELECT u.rowid AS position, u.body AS body FROM updates u
+WHERE u.rowid > ? AND (
+    u.status IN ({", ".join(repr(s.value) for s in sorted(TERMINAL, key=lambda s: s.value))})
+    OR EXISTS (SELECT 1 FROM fills f WHERE f.user_id = u.user_id AND f.sequence = u.sequence)
+)
+ORDER BY u.rowid LIMIT ?
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -597,6 +621,31 @@ class Ledger:
             ),
         )
         return Recorded(update=persisted, duplicate=False), [persisted]
+
+    # -- the feed to the permission service -------------------------------------------------
+
+    async def feed(self, name: str, limit: int = 200) -> list[tuple[int, common_pb2.ExecutionUpdate]]:
+        """Updates with fills or a final state after consumer `name`'s cursor, in insertion
+        order, each with its position (pass the last one to `advance_feed` once handled)."""
+        return await self._run(self._feed, name, limit)
+
+    def _feed(self, name: str, limit: int) -> list[tuple[int, common_pb2.ExecutionUpdate]]:
+        assert self._db is not None
+        row = self._db.execute("SELECT position FROM feed_cursors WHERE name = ?", (name,)).fetchone()
+        rows = self._db.execute(_FEED_QUERY, (row["position"] if row else 0, limit)).fetchall()
+        return [(r["position"], common_pb2.ExecutionUpdate.FromString(r["body"])) for r in rows]
+
+    async def advance_feed(self, name: str, position: int) -> None:
+        await self._write(self._advance_feed, name, position)
+
+    @staticmethod
+    def _advance_feed(db: sqlite3.Connection, name: str, position: int) -> tuple[None, list[common_pb2.ExecutionUpdate]]:
+        db.execute(
+            "INSERT INTO feed_cursors (name, position) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET position = MAX(position, excluded.position)",
+            (name, position),
+        )
+        return None, []
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -13,17 +13,29 @@ from nija.executor.v1 import executor_pb2_grpc
 
 from services.aggregator.client import LedgerClient
 from services.domain.breaker import BreakerState
-from services.domain.brokers import BROKERS
+from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.executor.accounts import AccountBook
 from services.executor.engine import ExecutionConfig, ExecutorEngine
 from services.executor.journal import Journal
 from services.executor.servicer import ExecutorServicer
 from services.executor.venues.base import Venue, VenueError
+from services.permission.client import PermissionClient
+from services.runtime.auth import Authenticate, AuthInterceptor, PrincipalKind, Rule, services_only
 from services.runtime.config import ConfigError
+from services.runtime.security import Security
 from services.runtime.server import Health
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "nija.executor.v1.ExecutorService"
+
+#: Only routers place and cancel orders; operators (admins) may also read what routers see.
+ACCESS: dict[str, Rule] = {
+    f"/{SERVICE_NAME}/Execute": services_only("router"),
+    f"/{SERVICE_NAME}/CancelOrder": services_only("router"),
+    f"/{SERVICE_NAME}/GetExecutorInfo": Rule(frozenset({PrincipalKind.SERVICE, PrincipalKind.ADMIN}), frozenset({"router"})),
+    f"/{SERVICE_NAME}/WatchExecutorInfo": Rule(frozenset({PrincipalKind.SERVICE, PrincipalKind.ADMIN}), frozenset({"router"})),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +45,11 @@ class Config:
     venue: str = "sim"
     simexchange_target: str = "127.0.0.1:50070"
     aggregator_target: str = "127.0.0.1:50053"
+    #: Authenticates callers; the users' API keys and the kill switches come from it.
+    permission_target: str = f"127.0.0.1:{DEFAULT_PORTS['permission']}"
+    permission_timeout_s: float = 2.0
+    #: How long a user's keys are kept in memory before they are read again.
+    credentials_ttl_s: float = 30.0
     # The in-flight journal (default var/executor-<broker>.journal.db).
     journal_path: str = ""
     venue_timeout_s: float = 5.0
@@ -82,23 +99,32 @@ class Config:
 def make_venue(config: Config) -> Venue:
     from services.executor.venues.sim import SimVenue
 
+    # The simulated exchanges stand in for the exchanges themselves: outside the mesh, so the
+    # mesh's token and certificates are not theirs to see.
     return SimVenue(config.broker, config.simexchange_target, timeout_s=config.venue_timeout_s)
 
 
 class ExecutorApp:
     service_names = (SERVICE_NAME,)
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, security: Security, authenticate: Authenticate | None = None) -> None:
         self.config = config
-        self._ledger = LedgerClient(config.aggregator_target, timeout_s=config.ledger_timeout_s)
+        self._ledger = LedgerClient(config.aggregator_target, security, timeout_s=config.ledger_timeout_s)
+        self.permission = PermissionClient(config.permission_target, security, timeout_s=config.permission_timeout_s)
+        self.accounts = AccountBook(config.broker, self.permission.credentials, ttl_s=config.credentials_ttl_s)
         self._venue = make_venue(config)
         self._journal = Journal(config.journal_path or f"var/executor-{config.broker}.journal.db")
         self.engine = ExecutorEngine(
-            config.broker, self._venue, self._ledger, config.execution(), journal=self._journal
+            config.broker, self._venue, self._ledger, config.execution(), journal=self._journal,
+            accounts=self.accounts.account,
         )
         self.servicer = ExecutorServicer(self.engine, config.info_min_push_s)
+        # Callers' tokens are checked by the permission service (cached briefly), unless the
+        # caller of build_app injects another authority.
+        self.interceptors = (AuthInterceptor(ACCESS, authenticate or self.permission.authenticator()),)
         self._health: Health | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._controls: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         executor_pb2_grpc.add_ExecutorServiceServicer_to_server(self.servicer, server)
@@ -110,6 +136,18 @@ class ExecutorApp:
         await self._journal.open()
         self.engine.start_workers()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="executor-refresh")
+        self._controls = asyncio.create_task(self._follow_kill_switches(), name="executor-controls")
+
+    async def _follow_kill_switches(self) -> None:
+        """Apply every change of the kill switches as the permission service announces it."""
+        async for controls in self.permission.watch_controls():
+            # Worded as the permission service words its denials.
+            users = {u.user_id: f"kill switch is on for user {u.user_id}: {u.reason}" for u in controls.users}
+            everyone = f"global kill switch is on: {controls.global_reason}" if controls.global_kill else ""
+            try:
+                await self.engine.apply_kill_switches(everyone, users)
+            except Exception:
+                log.exception("could not apply the kill switches")
 
     async def _refresh_loop(self) -> None:
         """Load markets (retrying until the venue answers), then keep quotes and health current."""
@@ -132,15 +170,17 @@ class ExecutorApp:
         await self.engine.drain(grace_s)
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._controls):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.engine.stop()
         await self._venue.close()
         await self._ledger.close()
+        await self.permission.close()
         await self._journal.close()
 
 
-def build_app(config: Config) -> ExecutorApp:
-    return ExecutorApp(config)
+def build_app(config: Config, security: Security, authenticate: Authenticate | None = None) -> ExecutorApp:
+    return ExecutorApp(config, security, authenticate)

@@ -32,7 +32,13 @@ from nija.common.v1 import common_pb2
 
 from services.domain.breaker import BreakerState, CircuitBreaker
 from services.domain.ids import client_order_id
-from services.domain.money import ZERO, ceil_to_step, floor_to_step, fmt, quantize_derived
+from services.domain.money import (
+    ZERO,
+    ceil_to_step,
+    floor_to_step,
+    fmt,
+    quantize_derived,
+)
 from services.domain.performance import LatencyAverage
 from services.domain.rate_limits import RateLimiter, TokenBucket, profile_for
 from services.domain.retry import backoff
@@ -60,7 +66,13 @@ from services.executor.venues.base import (
     VenueError,
 )
 from services.runtime.errors import ServiceError, precondition
-from services.runtime.wire import SIDE_TO_PB, STATUS_TO_PB, now_pb, signal_from_pb, signal_to_pb
+from services.runtime.wire import (
+    SIDE_TO_PB,
+    STATUS_TO_PB,
+    now_pb,
+    signal_from_pb,
+    signal_to_pb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +185,10 @@ class _Job:
         self.recovered: dict[int, OrderRequest] = {}
         # Set by a cancel request: no further slice is sent, a resting order is cancelled.
         self.cancel_reason = ""
+        self.cancelled = asyncio.Event()
         self.started = False
+        # The user's account on the venue (whose keys sign), resolved when the job first runs.
+        self.account: Account | None = None
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -224,8 +239,14 @@ class ExecutorEngine:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         journal: Journal | None = None,
+        accounts: Callable[[str], Awaitable[Account]] | None = None,
     ) -> None:
         self.broker = broker
+        # user id -> the user's account with its API keys (default: keyless, for the simulator).
+        self._accounts = accounts or _keyless_account
+        # Kill switches as the permission service last told us: user -> reason, and the global one.
+        self._killed_users: dict[str, str] = {}
+        self._killed_all = ""
         self._journal = journal
         # Update ids carry this run's id: a restarted executor never reuses an earlier run's ids.
         self._run_id = secrets.token_hex(4)
@@ -305,9 +326,30 @@ class ExecutorEngine:
                 grpc.StatusCode.NOT_FOUND, "NO_OPEN_ORDER", f"no open order for {signal_id} on {self.broker}"
             )
         job.cancel_reason = reason or "cancelled on request"
+        job.cancelled.set()  # a TWAP waiting for its next slice stops waiting
         if job.status is Status.QUEUED and not job.started:
             # Never started: nothing was sent. The worker that pops it skips it.
             await self._finish(job, Status.CANCELLED, job.cancel_reason)
+
+    def kill_reason(self, user_id: str) -> str:
+        """Why this user may not trade now ('' when they may)."""
+        return self._killed_all or self._killed_users.get(user_id, "")
+
+    async def apply_kill_switches(self, global_reason: str, users: dict[str, str]) -> int:
+        """The kill switches changed: new orders of a killed user are refused, and every open
+        order of theirs is cancelled (queued ones at once; resting orders and TWAPs at their
+        next step). Returns how many orders were told to stop."""
+        self._killed_all, self._killed_users = global_reason, dict(users)
+        stopped = 0
+        for (user_id, signal_id), job in list(self._jobs.items()):
+            reason = self.kill_reason(user_id)
+            if reason and not job.done and not job.cancel_reason:
+                with contextlib.suppress(ServiceError):  # finished meanwhile
+                    await self.cancel(user_id, signal_id, reason)
+                    stopped += 1
+        if stopped:
+            log.warning("kill switch: orders stopped", extra={"broker": self.broker, "count": stopped})
+        return stopped
 
     async def recover(self) -> int:
         """After a restart: queue again every job the journal holds. Legs already sent are looked
@@ -467,6 +509,9 @@ class ExecutorEngine:
             )
         if signal.pair not in self._markets:
             raise precondition("PAIR_NOT_LISTED", f"{signal.pair} is not listed on {self.broker}")
+        killed = self.kill_reason(signal.user_id)
+        if killed:
+            raise precondition("KILL_SWITCH", killed, user_id=signal.user_id)
         try:
             self._queue.check_room(signal.user_id)  # refuse before anything is recorded
         except QueueFull as exc:
@@ -556,9 +601,18 @@ class ExecutorEngine:
         market = self._markets[job.signal.pair]
         legs = self._plan_legs(job)
         try:
+            job.account = await self._accounts(job.signal.user_id)
+        except ServiceError as exc:
+            if job.status is Status.QUEUED:
+                job.release(f"{self.broker}: the user's API keys could not be read: {exc.message}")
+                await self._forget(job)
+            else:
+                await self._finish(job, Status.FAILED, f"{self.broker}: the user's API keys could not be read")
+            return
+        try:
             for index, leg_usd in enumerate(legs):
                 if index:
-                    await self._sleep(self._config.twap_interval_s)
+                    await self._between_slices(job)
                 if job.cancel_reason:
                     raise _LegOutcome(
                         Status.CANCELLED,
@@ -584,6 +638,15 @@ class ExecutorEngine:
                 await self._forget(job)
                 return
             await self._finish(job, Status.FAILED, f"{self.broker} unavailable: {exc}")
+
+    async def _between_slices(self, job: _Job) -> None:
+        """The TWAP interval, cut short when the order is cancelled meanwhile."""
+        waits = [asyncio.ensure_future(self._sleep(self._config.twap_interval_s)), asyncio.ensure_future(job.cancelled.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _plan_legs(self, job: _Job) -> list[Decimal]:
         size = job.signal.size_usd
@@ -658,7 +721,7 @@ class ExecutorEngine:
         again under the same id (the exchange refuses a second order with that id); no answer,
         the look-up is repeated with backoff, up to `unknown_outcome_s`.
         """
-        account = self._account(job.signal)
+        account = self._account(job)
         cid = request.client_order_id
         give_up_at = self._clock() + self._config.unknown_outcome_s
         delays = backoff(self._config.lookup_backoff_s, self._config.lookup_backoff_max_s, self._rng)
@@ -696,7 +759,7 @@ class ExecutorEngine:
     async def _follow(self, job: _Job, report: OrderReport, last_leg: bool, leg: int) -> None:
         """Record fills as they come until the venue order is done, or the limit expires (then
         the rest is cancelled, or sent as a market order when the signal asks for that)."""
-        account = self._account(job.signal)
+        account = self._account(job)
         job.venue_order_id = report.venue_order_id
         expiry_s = job.signal.limit_expiry_s or self._config.limit_timeout_s
         give_up_at = self._clock() + expiry_s
@@ -773,8 +836,10 @@ class ExecutorEngine:
 
     # ---- plumbing ----------------------------------------------------------------------------
 
-    def _account(self, signal: Signal) -> Account:
-        return Account(user_id=signal.user_id, account_id=signal.user_id)
+    @staticmethod
+    def _account(job: _Job) -> Account:
+        assert job.account is not None, "resolved when the job starts running"
+        return job.account
 
     async def _timed(
         self, operation: str, account: str, make_call: Callable[[], Awaitable[R]], reserved: bool = False
@@ -862,6 +927,10 @@ class ExecutorEngine:
         """The job is over for this executor (terminal in the ledger, or handed back)."""
         if self._journal is not None:
             await self._journal.done(job.signal.user_id, job.signal.signal_id)
+
+
+async def _keyless_account(user_id: str) -> Account:
+    return Account(user_id=user_id, account_id=user_id)
 
 
 class _Ambiguous(Exception):

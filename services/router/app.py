@@ -13,16 +13,25 @@ from nija.router.v1 import router_pb2_grpc
 from services.aggregator.client import LedgerClient
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.domain.routing import Balancing, BalancingConfig
+from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
 from services.router.engine import RouterEngine, RoutingConfig
 from services.router.servicer import RouterServicer
-from services.router.upstreams import PermissionClient
+from services.runtime.auth import Authenticate, AuthInterceptor, Rule, user_scoped
 from services.runtime.config import ConfigError
+from services.runtime.security import Security
 from services.runtime.server import Health
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "nija.router.v1.RouterService"
+
+#: Who may call what: users for themselves, strategies for their subscribers, admins.
+ACCESS: dict[str, Rule] = {
+    f"/{SERVICE_NAME}/SubmitSignal": user_scoped(lambda r: r.signal.user_id),
+    f"/{SERVICE_NAME}/QuoteRoute": user_scoped(lambda r: r.signal.user_id),
+    f"/{SERVICE_NAME}/CancelSignal": user_scoped(lambda r: r.user_id),
+}
 
 _DEFAULT_EXECUTORS = ",".join(f"{b}=127.0.0.1:{DEFAULT_PORTS['executor-' + b]}" for b in BROKERS)
 
@@ -73,15 +82,19 @@ class Config:
 class RouterApp:
     service_names = (SERVICE_NAME,)
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, security: Security, authenticate: Authenticate | None = None) -> None:
         self.config = config
-        self.permission = PermissionClient(config.permission_target, timeout_s=config.rpc_timeout_s)
-        self.ledger = LedgerClient(config.aggregator_target, timeout_s=config.rpc_timeout_s)
+        self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
+        self.ledger = LedgerClient(config.aggregator_target, security, timeout_s=config.rpc_timeout_s)
         self.directory = ExecutorDirectory(
             config.executors(),
             stale_after_s=config.info_stale_after_s,
             push_interval_ms=config.info_push_interval_ms,
+            security=security,
         )
+        # Callers' tokens are checked by the permission service (cached briefly), unless the
+        # caller of build_app injects another authority.
+        self.interceptors = (AuthInterceptor(ACCESS, authenticate or self.permission.authenticator()),)
         self.engine = RouterEngine(
             self.permission, self.ledger, self.directory, config.routing(), rng=random.Random(config.seed)
         )
@@ -99,5 +112,5 @@ class RouterApp:
         await self.ledger.close()
 
 
-def build_app(config: Config) -> RouterApp:
-    return RouterApp(config)
+def build_app(config: Config, security: Security, authenticate: Authenticate | None = None) -> RouterApp:
+    return RouterApp(config, security, authenticate)

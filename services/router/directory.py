@@ -26,6 +26,7 @@ from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from services.domain.scoring import BookSide, BrokerSnapshot, PairLiquidity
 from services.runtime.channels import open_channel
+from services.runtime.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,11 @@ class ExecutorDirectory:
         push_interval_ms: int = 500,
         reconnect_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        security: Security | None = None,
     ) -> None:
         self._entries: dict[str, _Entry] = {}
         for broker, target in targets.items():
-            channel = open_channel(target)
+            channel = open_channel(target, security)
             self._entries[broker] = _Entry(
                 broker,
                 target,

@@ -2,8 +2,10 @@
 
   1. validate the signal                         -> INVALID_ARGUMENT
   2. the pair must be listed by some executor   -> NOT_FOUND (UNKNOWN_PAIR)
-  3. ask the permission service                 -> NOT_FOUND user / FAILED_PRECONDITION disabled /
-                                                   PERMISSION_DENIED (pair, size, brokers)
+  3. ask the permission service to check and reserve the trade's exposure, atomically
+     (a quote only checks)                      -> NOT_FOUND user / FAILED_PRECONDITION disabled,
+                                                   kill switch / PERMISSION_DENIED (pair, size,
+                                                   brokers) / RESOURCE_EXHAUSTED (rate, limits)
   4. plan the route from pushed executor info (services.domain.routing; no RPC per signal)
                                                 -> FAILED_PRECONDITION (NO_ELIGIBLE_BROKER)
   5. claim the signal in the ledger (PENDING); a signal_id seen before streams the first
@@ -13,8 +15,10 @@
      the next route (ROUTING again, up to `max_attempts`); once anything was sent, never
   6'. a split plan: one child signal per venue, each its own ledger order and executor stream,
      relayed as they come, with the parent's aggregate recorded alongside
-Nothing is written before step 5, so a refused signal leaves no trace. Every update reaches the
-caller only after the aggregator persisted it.
+Nothing is written to the ledger before step 5, and a signal refused after step 3 gives its
+reservation back, so a refused signal leaves no trace. Every update reaches the caller only after
+the aggregator persisted it; the aggregator hands fills and final states on to the permission
+service, which turns reservations into positions.
 """
 
 from __future__ import annotations
@@ -46,10 +50,17 @@ from services.domain.routing import (
 from services.domain.scoring import Route
 from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
+from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
-from services.router.upstreams import PermissionClient
 from services.runtime.channels import bounded
-from services.runtime.errors import ServiceError, invalid, not_found, precondition, reason_of, relay
+from services.runtime.errors import (
+    ServiceError,
+    invalid,
+    not_found,
+    precondition,
+    reason_of,
+    relay,
+)
 from services.runtime.wire import (
     METHOD_TO_PB,
     SIDE_TO_PB,
@@ -73,6 +84,12 @@ _DENIAL_STATUS = {
     permission_pb2.DENIAL_CODE_PAIR_NOT_ALLOWED: (grpc.StatusCode.PERMISSION_DENIED, "PAIR_NOT_ALLOWED"),
     permission_pb2.DENIAL_CODE_SIZE_ABOVE_MAX: (grpc.StatusCode.PERMISSION_DENIED, "SIZE_ABOVE_MAX"),
     permission_pb2.DENIAL_CODE_NO_ALLOWED_BROKER: (grpc.StatusCode.PERMISSION_DENIED, "NO_ALLOWED_BROKER"),
+    permission_pb2.DENIAL_CODE_KILL_SWITCH: (grpc.StatusCode.FAILED_PRECONDITION, "KILL_SWITCH"),
+    permission_pb2.DENIAL_CODE_RATE_LIMITED: (grpc.StatusCode.RESOURCE_EXHAUSTED, "USER_RATE_LIMITED"),
+    permission_pb2.DENIAL_CODE_POSITION_LIMIT: (grpc.StatusCode.RESOURCE_EXHAUSTED, "POSITION_LIMIT"),
+    permission_pb2.DENIAL_CODE_OPEN_POSITIONS_LIMIT: (grpc.StatusCode.RESOURCE_EXHAUSTED, "OPEN_POSITIONS_LIMIT"),
+    permission_pb2.DENIAL_CODE_DAILY_NOTIONAL_LIMIT: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DAILY_NOTIONAL_LIMIT"),
+    permission_pb2.DENIAL_CODE_DAILY_LOSS_LIMIT: (grpc.StatusCode.RESOURCE_EXHAUSTED, "DAILY_LOSS_LIMIT"),
 }
 
 POLICY_FROM_PB = {
@@ -100,6 +117,8 @@ class Prepared:
     pb: common_pb2.TradeSignal
     choices: RoutingChoices
     plan: RoutePlan
+    #: A reservation this call made (not a replay of an earlier submission's).
+    reserved: bool = False
 
 
 class RouterEngine:
@@ -121,8 +140,11 @@ class RouterEngine:
 
     # ---- decide --------------------------------------------------------------------------------
 
-    async def prepare(self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None) -> Prepared:
-        """Steps 1-4: everything short of writing or sending anything."""
+    async def prepare(
+        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None, reserve: bool = False
+    ) -> Prepared:
+        """Steps 1-4: everything short of writing to the ledger or sending anything. With
+        `reserve`, the permission service also reserves the trade's exposure."""
         signal = signal_from_pb(pb_signal)
         options = _routing_options(pb_signal.routing)
         snapshots = self._directory.snapshots()
@@ -131,7 +153,12 @@ class RouterEngine:
         if not any(signal.pair in snap.pairs for snap in snapshots.values()):
             raise not_found("UNKNOWN_PAIR", f"{signal.pair} is not listed on any broker", pair=signal.pair)
 
-        decision = await self._permission.check(signal, time_remaining)
+        if reserve:
+            decision = await self._permission.reserve(signal, time_remaining)
+            reserved = decision.allowed and not decision.replayed
+        else:
+            decision = await self._permission.check(signal, time_remaining)
+            reserved = False
         if not decision.allowed:
             code, reason = _DENIAL_STATUS.get(decision.denial_code, (grpc.StatusCode.PERMISSION_DENIED, "DENIED"))
             raise ServiceError(code, reason, decision.reason)
@@ -147,21 +174,26 @@ class RouterEngine:
             signal, decision.allowed_brokers, snapshots, self.performance.success_rate,
             choices, self._config.balancing, self._rng,
         )
-        return Prepared(signal, pb_signal, choices, plan)
+        return Prepared(signal, pb_signal, choices, plan, reserved)
 
     # ---- submit --------------------------------------------------------------------------------
 
     async def submit(
         self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None = None
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
-        prepared = await self.prepare(pb_signal, time_remaining)
+        prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
         signal, plan = prepared.signal, prepared.plan
-        if not plan.routable:
-            raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({plan.why_not()})")
+        try:
+            if not plan.routable:
+                raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({plan.why_not()})")
+            created = await self._ledger.create_order(pb_signal, time_remaining)
+        except ServiceError:
+            if prepared.reserved:
+                await self._give_back(signal)
+            raise
 
         # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
         stream_timeout = time_remaining or self._config.execute_timeout_s
-        created = await self._ledger.create_order(pb_signal, time_remaining)
         if not created.created:
             log.info("signal resubmitted: streaming the first submission", extra={"signal_id": signal.signal_id})
             async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, 0, stream_timeout):
@@ -175,6 +207,16 @@ class RouterEngine:
             return
         async for update in self._run_routes(signal, pb_signal, plan.routes, stream_timeout):
             yield update
+
+    async def _give_back(self, signal: Signal) -> None:
+        """The signal was refused after its exposure was reserved: release the reservation."""
+        try:
+            await self._permission.release(signal.user_id, signal.signal_id)
+        except ServiceError as exc:
+            # Not fatal for the caller; the reservation stays counted until an operator or the
+            # ledger's final state releases it.
+            log.warning("could not release a reservation",
+                        extra={"signal_id": signal.signal_id, "reason": exc.reason})
 
     async def _run_routes(
         self,
@@ -201,6 +243,10 @@ class RouterEngine:
                     self.performance.record(route.broker, signal.pair, outcome is Status.FILLED)
                     return
             except grpc.aio.AioRpcError as exc:
+                if reason_of(exc) == "KILL_SWITCH" and last_sequence == routing.sequence:
+                    # Switched on after the permission check: no other broker may take it either.
+                    yield await self._ledger.record(self._update(signal, Status.REJECTED, exc.details() or "", "killed"))
+                    return
                 handed_back = reason_of(exc) == "NOT_SENT"
                 if handed_back or (last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION):
                     refusals.append(f"{route.broker}: {exc.details()} ({reason_of(exc) or exc.code().name})")

@@ -163,5 +163,7 @@ class App:
             next_at = max(next_at + interval, loop.time())
 
 
-def build_app(config: Config) -> App:
+def build_app(config: Config, security: object = None) -> App:
+    """`security` is ignored: the simulated exchanges stand in for the real ones, which live
+    outside the mesh and have their own API keys."""
     return App(config)

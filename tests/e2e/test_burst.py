@@ -4,21 +4,19 @@ with near-equal scores spread over all three under the default balancing; no que
 from __future__ import annotations
 
 import asyncio
-import json
 import pathlib
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 
-import grpc
 import pytest
 from nija.common.v1 import common_pb2
 from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
+from services.runtime.channels import open_channel
 from services.runtime.wire import status_name
+from tests.e2e.up import UpMesh, start_up
 
 pytestmark = pytest.mark.e2e
 
@@ -29,42 +27,34 @@ FEES = "binance=0.001/0.002,kraken=0.001/0.002,coinbase=0.001/0.002,alpaca=0.001
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    data = tmp_path_factory.mktemp("burst")
-    console = open(data / "console.txt", "w")  # noqa: SIM115 - closed at teardown
-    up = subprocess.Popen(
-        [str(BIN / "nija"), "up", "--auto-ports", "--data-dir", str(data),
-         "--set", f"simexchange:fee_overrides={FEES}",
-         # One demo user sends all 1,000: the exchanges' per-account order limits would make this
-         # a test of Kraken's 60 orders a minute, not of the router's spread.
-         *(arg for b in ("binance", "kraken", "coinbase", "alpaca")
-           for arg in ("--set", f"executor-{b}:rate_limits=off"))],
-        stdout=console, stderr=subprocess.STDOUT,
+    up = start_up(
+        tmp_path_factory.mktemp("burst"),
+        "--set", f"simexchange:fee_overrides={FEES}",
+        # One demo user sends all 1,000: the exchanges' per-account order limits would make this
+        # a test of Kraken's 60 orders a minute, not of the router's spread.
+        *(arg for b in ("binance", "kraken", "coinbase", "alpaca") for arg in ("--set", f"executor-{b}:rate_limits=off")),
     )
-    manifest = data / "mesh.json"
-    deadline = time.monotonic() + 90
-    while not manifest.exists():
-        assert up.poll() is None, (data / "console.txt").read_text()
-        assert time.monotonic() < deadline, "nija up did not become ready"
-        time.sleep(0.1)
-    yield {name: entry["target"] for name, entry in json.loads(manifest.read_text()).items()}
-    up.send_signal(signal.SIGTERM)
-    up.wait(timeout=60)
-    console.close()
+    # ... and so would alice's own trade rate limit: lifted for this test, by an admin.
+    lifted = up.nija("limits", "set", "--user", "alice", "--trades-per-second", "100000", "--burst", "2000")
+    assert lifted.returncode == 0, lifted.stderr
+    yield up
+    up.stop()
 
 
-async def _burst(targets: dict[str, str], count: int) -> tuple[list, dict[str, int]]:
+async def _burst(mesh: UpMesh, count: int) -> tuple[list, dict[str, int]]:
+    targets = mesh.targets
     peak = {b: 0 for b in ("binance", "kraken", "coinbase")}
     caps = {}
 
     async def watch(broker: str) -> None:
-        async with grpc.aio.insecure_channel(targets[f"executor-{broker}"]) as channel:
+        async with open_channel(targets[f"executor-{broker}"], mesh.security()) as channel:  # as an operator
             stub = executor_pb2_grpc.ExecutorServiceStub(channel)
             async for response in stub.WatchExecutorInfo(executor_pb2.WatchExecutorInfoRequest(max_interval_ms=100)):
                 peak[broker] = max(peak[broker], response.info.queue_depth)
                 caps[broker] = response.info.max_queue_size
 
     watchers = [asyncio.create_task(watch(b)) for b in peak]
-    async with grpc.aio.insecure_channel(targets["router"]) as channel:
+    async with open_channel(targets["router"], mesh.security("alice")) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)  # connected before the burst starts
         stub = router_pb2_grpc.RouterServiceStub(channel)
         probe = common_pb2.TradeSignal(signal_id="probe", user_id="alice", pair="XRP-USD", side=common_pb2.SIDE_BUY,

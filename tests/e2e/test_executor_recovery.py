@@ -21,9 +21,12 @@ from nija.simexchange.v1 import simexchange_pb2, simexchange_pb2_grpc
 
 from services.aggregator import app as aggregator_app
 from services.domain.ids import client_order_id
+from services.runtime.channels import open_channel
 from services.runtime.config import load_config
+from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
 from services.simexchange import app as sim_app
+from tests.harness import start_permission
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +35,14 @@ ORDERS = 200
 TERMINAL = {"filled", "cancelled", "failed", "rejected"}
 
 
-def start_executor(tmp: pathlib.Path, sim: str, aggregator: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_executor(
+    tmp: pathlib.Path, sim: str, aggregator: str, permission: str, token: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port_file = tmp / "executor.port"
     port_file.unlink(missing_ok=True)
     settings = {
         "broker": "binance", "simexchange_target": sim, "aggregator_target": aggregator,
+        "permission_target": permission,
         "journal_path": str(tmp / "journal.db"), "concurrency": "8", "info_refresh_s": "0.2",
         # Limit orders a little under the touch: some rest and fill on later ticks, some time out.
         "limit_offset_bps": "-1", "limit_timeout_s": "4",
@@ -45,7 +51,7 @@ def start_executor(tmp: pathlib.Path, sim: str, aggregator: str) -> tuple[subpro
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
     log = open(tmp / "executor.log", "ab")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(cmd, stdout=log, stderr=log)
+    process = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "NIJA_SERVICE_TOKEN": token})
     log.close()
     deadline = time.monotonic() + 30
     while not port_file.exists():
@@ -59,12 +65,23 @@ async def test_kill_9_with_200_orders_in_flight_then_restart(tmp_path):
         sim_app.build_app(load_config(sim_app.Config, {"seed": "21", "tick_interval_s": "0.1", "latency_ms": "5"})),
         Listen(port=0),
     ).start()
+    permission, tokens = await start_permission(tmp_path)
     ledger_db = tmp_path / "aggregator.db"
+    aggregator_security = Security(token=tokens.services["aggregator"])
     aggregator = await RunningServer(
-        aggregator_app.build_app(load_config(aggregator_app.Config, {"database_path": str(ledger_db)})), Listen(port=0)
+        aggregator_app.build_app(
+            load_config(aggregator_app.Config, {"database_path": str(ledger_db), "permission_target": permission.target}),
+            aggregator_security,
+        ),
+        Listen(port=0),
+        aggregator_security,
     ).start()
-    executor, target = start_executor(tmp_path, sim.target, aggregator.target)
-    channels = [grpc.aio.insecure_channel(t) for t in (aggregator.target, sim.target, target)]
+    executor_token = tokens.services["executor-binance"]
+    executor, target = start_executor(tmp_path, sim.target, aggregator.target, permission.target, executor_token)
+    # The test plays the router's part.
+    as_router = Security(token=tokens.services["router"])
+    channels = [open_channel(aggregator.target, as_router), grpc.aio.insecure_channel(sim.target),
+                open_channel(target, as_router)]
     ledger = aggregator_pb2_grpc.AggregatorServiceStub(channels[0])
     venue = simexchange_pb2_grpc.SimulatedExchangeServiceStub(channels[1])
     streams: list[asyncio.Task] = []
@@ -113,7 +130,7 @@ async def test_kill_9_with_200_orders_in_flight_then_restart(tmp_path):
         executor.wait()
         killed_at = time.monotonic()
         await asyncio.sleep(1.5)  # the exchange keeps trading: resting orders fill while we are down
-        executor, target = start_executor(tmp_path, sim.target, aggregator.target)
+        executor, target = start_executor(tmp_path, sim.target, aggregator.target, permission.target, executor_token)
 
         deadline = time.monotonic() + 90
         while True:
@@ -157,4 +174,5 @@ async def test_kill_9_with_200_orders_in_flight_then_restart(tmp_path):
         for channel in channels:
             await channel.close()
         await aggregator.stop(0)
+        await permission.stop(0)
         await sim.stop(0)

@@ -116,7 +116,8 @@ def test_nija_trade_streams_to_filled(mesh):
 def test_grpcurl_submits_a_signal(mesh):
     body = {"signal": {"signal_id": "grpcurl-1", "user_id": "bob", "pair": "ETH-USD", "side": "SIDE_BUY",
                        "size_usd": "300", "signal_type": "SIGNAL_TYPE_EXIT", "strategy": "grpcurl"}}
-    out = grpcurl("-d", json.dumps(body), mesh["targets"]["router"], "nija.router.v1.RouterService/SubmitSignal")
+    out = grpcurl("-H", f"authorization: Bearer {token(mesh, 'bob')}", "-d", json.dumps(body),
+                  mesh["targets"]["router"], "nija.router.v1.RouterService/SubmitSignal")
     assert out.returncode == 0, out.stderr
     updates = [json.loads(chunk) for chunk in out.stdout.replace("}\n{", "}\x00{").split("\x00")]
     statuses = [u["update"]["status"] for u in updates]
@@ -135,11 +136,12 @@ def test_plain_stub_sees_only_persisted_updates_and_one_order_per_signal_id(mesh
     pb = common_pb2.TradeSignal(signal_id="e2e-dup-1", user_id="alice", pair="ETH-USD", side=common_pb2.SIDE_BUY,
                                 size_usd="500", signal_type=common_pb2.SIGNAL_TYPE_ENTRY, strategy="e2e")
     runs = []
+    as_alice = (("authorization", f"Bearer {token(mesh, 'alice')}"),)
     with grpc.insecure_channel(mesh["targets"]["router"]) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         for _ in range(2):
             seen = []
-            for response in stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=60):
+            for response in stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=60, metadata=as_alice):
                 body = stored("alice", response.update.sequence)
                 assert body is not None, "update reached the caller before it was persisted"
                 assert common_pb2.ExecutionUpdate.FromString(body) == response.update
@@ -171,13 +173,27 @@ def test_bad_input_is_refused_with_a_reason(mesh, user, pair, usd, code, reason)
     with grpc.insecure_channel(mesh["targets"]["router"]) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            list(stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=10))
+            list(stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=10,
+                                   metadata=(("authorization", f"Bearer {token(mesh, 'admin')}"),)))
     assert info.value.code().name == code
     assert info.value.details()
     md = dict(info.value.trailing_metadata())
     assert reason.encode() in md["grpc-status-details-bin"]
     with sqlite3.connect(f"file:{mesh['dir'] / 'aggregator.db'}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT count(*) FROM updates WHERE signal_id=?", (sid,)).fetchone()[0] == 0
+
+
+def token(mesh, who: str) -> str:
+    """The admin's or a demo user's token, as `nija up` wrote it."""
+    path = mesh["dir"] / "admin.token" if who == "admin" else mesh["dir"] / "tokens" / f"{who}.token"
+    return path.read_text().strip()
+
+
+def test_calls_without_a_token_are_unauthenticated(mesh):
+    body = {"signal": {"signal_id": "no-token", "user_id": "alice", "pair": "ETH-USD", "side": "SIDE_BUY",
+                       "size_usd": "100", "signal_type": "SIGNAL_TYPE_ENTRY"}}
+    out = grpcurl("-d", json.dumps(body), mesh["targets"]["router"], "nija.router.v1.RouterService/SubmitSignal")
+    assert out.returncode != 0 and "Unauthenticated" in out.stderr
 
 
 def readme_grpcurl_commands() -> list[str]:
@@ -189,7 +205,10 @@ def test_readme_grpcurl_examples_work(mesh):
     commands = readme_grpcurl_commands()
     assert len(commands) >= 8
     by_default_port = {f"127.0.0.1:{port}": mesh["targets"][name] for name, port in DEFAULT_PORTS.items()}
+    tokens = {"$(cat var/admin.token)": token(mesh, "admin"), "$(cat var/tokens/alice.token)": token(mesh, "alice")}
     for command in commands:
+        for text, value in tokens.items():  # what the shell would substitute
+            command = command.replace(text, value)
         argv = shlex.split(command)[1:]
         argv = [by_default_port.get(arg, arg) for arg in argv]
         out = grpcurl(*(a for a in argv if a != "-plaintext"))

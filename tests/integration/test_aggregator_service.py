@@ -14,8 +14,11 @@ from nija.aggregator.v1 import aggregator_pb2_grpc
 from nija.common.v1 import common_pb2 as c
 
 from services.aggregator.app import Config, build_app
+from services.runtime.auth import token_interceptors
+from services.runtime.security import Security
 from services.runtime.errors import reason_of
 from services.runtime.server import Listen, RunningServer
+from tests.principals import authenticate, channel_as
 
 WAIT_S = 10  # upper bound for anything that should happen promptly; never slept
 
@@ -27,14 +30,15 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 async def server(config: Config) -> AsyncIterator[RunningServer]:
-    running = await RunningServer(build_app(config), Listen(port=0)).start()
+    running = await RunningServer(build_app(config, Security(), authenticate), Listen(port=0)).start()
     yield running
     await running.stop(0)
 
 
 @pytest.fixture
 async def stub(server: RunningServer) -> AsyncIterator[aggregator_pb2_grpc.AggregatorServiceStub]:
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    # The router: it creates orders, records updates and watches them.
+    async with channel_as(server.target, "router") as channel:
         yield aggregator_pb2_grpc.AggregatorServiceStub(channel)
 
 
@@ -346,11 +350,13 @@ async def test_a_watcher_sees_only_its_own_user(
 
 async def test_a_slow_watcher_is_cut_off_without_blocking_writers(tmp_path: Path) -> None:
     config = Config(database_path=str(tmp_path / "aggregator.db"), watcher_buffer=4)
-    running = await RunningServer(build_app(config), Listen(port=0)).start()
+    running = await RunningServer(build_app(config, Security(), authenticate), Listen(port=0)).start()
     hub = running.app.hub  # type: ignore[attr-defined]
     # A fixed 64 KiB receive window, so a client that does not read soon stops the server's sends.
-    slow_channel = grpc.aio.insecure_channel(running.target, options=[("grpc.http2.bdp_probe", 0)])
-    channel = grpc.aio.insecure_channel(running.target)
+    slow_channel = grpc.aio.insecure_channel(
+        running.target, options=[("grpc.http2.bdp_probe", 0)], interceptors=token_interceptors("tok-router")
+    )
+    channel = channel_as(running.target, "router")
     try:
         stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
         slow = aggregator_pb2_grpc.AggregatorServiceStub(slow_channel).WatchUpdates(

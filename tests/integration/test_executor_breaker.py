@@ -11,8 +11,10 @@ from nija.simexchange.v1 import simexchange_pb2, simexchange_pb2_grpc
 from services.domain.breaker import BreakerState
 from services.executor import app as executor_app
 from services.runtime.config import load_config
+from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
 from services.simexchange import app as sim_app
+from tests.principals import authenticate
 
 SERVICE = "nija.executor.v1.ExecutorService"
 
@@ -23,7 +25,7 @@ async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(
         "broker": "binance", "simexchange_target": sim.target, "aggregator_target": "127.0.0.1:9",
         "info_refresh_s": "0.05", "breaker_open_s": "0.5", "journal_path": str(tmp_path / "journal.db"),
     })
-    executor = await RunningServer(executor_app.build_app(config), Listen(port=0)).start()
+    executor = await RunningServer(executor_app.build_app(config, Security(), authenticate), Listen(port=0)).start()
     try:
         await _scenario(executor, sim)
     finally:

@@ -13,10 +13,12 @@ from services.domain.brokers import BROKERS
 from services.permission.app import Config, build_app
 from services.permission.demo import ALICE, BOB
 from services.permission.permissions import RoutingPolicy, RoutingPreferences
-from services.permission.servicer import POLICY_TO_PB, PermissionServicer, preferences_to_pb
+from services.permission.servicer import POLICY_TO_PB, _user, preferences_to_pb
 from services.permission.store import UserStore
 from services.runtime.errors import ServiceError, reason_of
+from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
+from tests.principals import authenticate, channel_as
 from tests.unit.test_permission_store import create_v1_database
 
 
@@ -27,14 +29,14 @@ def db_path(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def server(db_path: str):
-    running = await RunningServer(build_app(Config(database_path=db_path)), Listen(port=0)).start()
+    running = await RunningServer(build_app(Config(database_path=db_path), Security(), authenticate), Listen(port=0)).start()
     yield running
     await running.stop(0)
 
 
 @pytest.fixture
 async def channel(server: RunningServer):
-    async with grpc.aio.insecure_channel(server.target) as channel:
+    async with channel_as(server.target, "router") as channel:
         yield channel
 
 
@@ -152,6 +154,7 @@ async def test_get_user_permissions(stub):
         allowed_pairs=["BTC-USD", "ETH-USD"],
         max_order_size_usd="1000",
         preferences=pb.RoutingPreferences(routing_policy=common_pb2.ROUTING_POLICY_COST, max_slippage_bps=50),
+        limits=pb.RiskLimits(trades_per_second="50", trade_burst=50),
     )
     carol = await stub.GetUserPermissions(pb.GetUserPermissionsRequest(user_id="carol"), timeout=5)
     assert carol.permissions.enabled is False
@@ -182,9 +185,9 @@ async def test_health_is_serving(channel, service: str):
 
 async def test_no_demo_users_when_seeding_is_off(tmp_path: Path):
     config = Config(database_path=str(tmp_path / "empty.db"), seed_demo_users=False)
-    running = await RunningServer(build_app(config), Listen(port=0)).start()
+    running = await RunningServer(build_app(config, Security(), authenticate), Listen(port=0)).start()
     try:
-        async with grpc.aio.insecure_channel(running.target) as channel:
+        async with channel_as(running.target, "router") as channel:
             stub = permission_pb2_grpc.PermissionServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.CheckTrade(check("alice"), timeout=5)
@@ -195,9 +198,9 @@ async def test_no_demo_users_when_seeding_is_off(tmp_path: Path):
 
 async def test_restart_keeps_edits(db_path: str):
     for expected in ("5000", "7.5"):
-        running = await RunningServer(build_app(Config(database_path=db_path)), Listen(port=0)).start()
+        running = await RunningServer(build_app(Config(database_path=db_path), Security(), authenticate), Listen(port=0)).start()
         try:
-            async with grpc.aio.insecure_channel(running.target) as channel:
+            async with channel_as(running.target, "router") as channel:
                 stub = permission_pb2_grpc.PermissionServiceStub(channel)
                 request = pb.GetUserPermissionsRequest(user_id="bob")
                 response = await stub.GetUserPermissions(request, timeout=5)
@@ -208,9 +211,8 @@ async def test_restart_keeps_edits(db_path: str):
 
 
 async def test_calls_before_the_store_is_open_are_unavailable(db_path: str):
-    servicer = PermissionServicer(UserStore(db_path))
     with pytest.raises(ServiceError) as err:
-        await servicer._permissions("alice")
+        await _user(UserStore(db_path), "alice")
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -290,9 +292,9 @@ def test_every_policy_has_a_wire_value():
 async def test_a_database_from_before_the_preferences_is_served(db_path: str):
     """The service starts on a file the previous version wrote: migrated, not re-seeded."""
     create_v1_database(db_path)
-    running = await RunningServer(build_app(Config(database_path=db_path)), Listen(port=0)).start()
+    running = await RunningServer(build_app(Config(database_path=db_path), Security(), authenticate), Listen(port=0)).start()
     try:
-        async with grpc.aio.insecure_channel(running.target) as channel:
+        async with channel_as(running.target, "router") as channel:
             stub = permission_pb2_grpc.PermissionServiceStub(channel)
             dave = await stub.CheckTrade(check("dave", size="1000.5"), timeout=5)
             assert dave.allowed

@@ -13,11 +13,8 @@ from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2
 from nija.simexchange.v1 import simexchange_pb2
 
-from services.executor import app as executor_app
-from services.runtime.config import load_config
-from services.runtime.server import Listen, RunningServer
 from services.runtime.wire import status_name
-from tests.harness import FAST_EXECUTOR, signal, start_mesh
+from tests.harness import signal, start_mesh
 
 
 def info_calls(mesh) -> int:
@@ -150,12 +147,7 @@ async def test_stopped_executor_is_routed_around_with_no_client_failures_and_com
     assert sum(v for k, v in brokers.items() if k != "binance") > 0
 
     # Restart on the same port: readmitted without touching the router.
-    config = load_config(executor_app.Config, {
-        "broker": "binance", "simexchange_target": mesh.servers["simexchange"].target,
-        "aggregator_target": mesh.servers["aggregator"].target, **FAST_EXECUTOR,
-        "journal_path": str(mesh.aggregator_db.parent / "executor-binance.journal.db"),
-    })
-    mesh.servers["executor-binance"] = await RunningServer(executor_app.build_app(config), Listen(port=port)).start()
+    await mesh.restart_executor("binance", port)
     elapsed = await wait_route(
         mesh, pb, lambda r: next(b.eligible for b in r.brokers if b.broker == "binance"), timeout_s=10
     )

@@ -84,8 +84,9 @@ class Account:
 
     user_id: str
     account_id: str
-    api_key: str = ""
+    api_key: str = dataclasses.field(default="", repr=False)
     api_secret: str = dataclasses.field(default="", repr=False)
+    passphrase: str = dataclasses.field(default="", repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,278 @@
+"""`nija` administration: users, tokens, API keys, limits, kill switches, subscriptions, certs.
+
+Every command but `certs` (and `tokens create --offline`) calls the permission service's
+AdminService with an admin token: `--token`, else $NIJA_TOKEN, else the file `nija up` wrote
+(<data-dir>/admin.token). API secrets are read from the environment or a prompt, never from
+the command line (where `ps` would show them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import json
+import os
+import pathlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from nija.permission.v1 import permission_pb2, permission_pb2_grpc
+
+from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.permission.client import KIND_TO_PB
+from services.runtime.auth import PrincipalKind
+from services.runtime.channels import open_channel
+from services.runtime.errors import reason_of
+from services.runtime.security import load_security
+
+MESH_SERVICES = ("simexchange", "aggregator", "permission", *(f"executor-{b}" for b in BROKERS), "router")
+
+
+def client_token(args: argparse.Namespace) -> str:
+    """The caller's bearer token: --token, $NIJA_TOKEN, or <data-dir>/admin.token."""
+    if getattr(args, "token", None):
+        return args.token
+    if os.environ.get("NIJA_TOKEN"):
+        return os.environ["NIJA_TOKEN"]
+    # Beside the manifest when one was named, else in the data directory.
+    mesh = getattr(args, "mesh", None)
+    path = (pathlib.Path(mesh).parent if mesh else pathlib.Path(getattr(args, "data_dir", None) or "var")) / "admin.token"
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit(f"no token: pass --token, set NIJA_TOKEN, or run `nija up` (which writes {path})")
+
+
+def target_of(args: argparse.Namespace, service: str) -> str:
+    explicit = getattr(args, service.replace("-", "_"), None)
+    if explicit:
+        return explicit
+    manifest = pathlib.Path(getattr(args, "mesh", None) or pathlib.Path(getattr(args, "data_dir", None) or "var") / "mesh.json")
+    if manifest.exists():
+        return json.loads(manifest.read_text())[service]["target"]
+    return f"127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
+def client_channel(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
+    """A channel to `service` carrying the caller's token (and TLS from NIJA_TLS_* when set)."""
+    security = dataclasses.replace(load_security(_client_env()), token=client_token(args))
+    return open_channel(target_of(args, service), security)
+
+
+def _client_env() -> dict[str, str]:
+    # A CLI speaks for its user, never with a service token that happens to be in the environment.
+    return {k: v for k, v in os.environ.items() if not k.startswith("NIJA_SERVICE_TOKEN")}
+
+
+def _run(call: Callable[[permission_pb2_grpc.AdminServiceStub], Awaitable[Any]], args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with client_channel(args, "permission") as channel:
+            try:
+                result = await call(permission_pb2_grpc.AdminServiceStub(channel))
+            except grpc.aio.AioRpcError as exc:
+                print(f"nija: {exc.code().name} {reason_of(exc)}: {exc.details()}", file=sys.stderr)
+                return 1
+        if result is not None:
+            print(json_format.MessageToJson(result, indent=2) if hasattr(result, "DESCRIPTOR") else result)
+        return 0
+
+    return asyncio.run(main())
+
+
+# ---- users ---------------------------------------------------------------------------------------
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _run(lambda s: s.ListUsers(permission_pb2.ListUsersRequest(), timeout=10), args)
+    if args.action in ("disable", "enable"):
+        request = permission_pb2.SetUserEnabledRequest(user_id=args.user, enabled=args.action == "enable")
+        return _run(lambda s: s.SetUserEnabled(request, timeout=10), args)
+    user = permission_pb2.UserPermissions(
+        user_id=args.user,
+        enabled=not args.disabled,
+        allowed_brokers=_csv(args.brokers) or list(BROKERS),
+        allowed_pairs=_csv(args.pairs),
+        max_order_size_usd=args.max_order_usd,
+    )
+    return _run(lambda s: s.PutUser(permission_pb2.PutUserRequest(user=user), timeout=10), args)
+
+
+# ---- tokens --------------------------------------------------------------------------------------
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _run(lambda s: s.ListTokens(permission_pb2.ListTokensRequest(subject=args.subject or ""), timeout=10), args)
+    if args.action == "revoke":
+        return _run(lambda s: s.RevokeToken(permission_pb2.RevokeTokenRequest(token_id=args.token_id), timeout=10), args)
+    kind = PrincipalKind(args.kind)
+    if args.offline:
+        from services.permission.bootstrap import create_token_offline
+
+        database = os.environ.get("NIJA_DATABASE_URL") or args.database
+        print(asyncio.run(create_token_offline(database, kind, args.subject, args.description)))
+        return 0
+
+    async def create(stub: permission_pb2_grpc.AdminServiceStub) -> str:
+        response = await stub.CreateToken(
+            permission_pb2.CreateTokenRequest(kind=KIND_TO_PB[kind], subject=args.subject, description=args.description),
+            timeout=10,
+        )
+        print(f"token id {response.info.token_id} for {kind.value} {response.info.subject} (shown once):", file=sys.stderr)
+        return response.token
+
+    return _run(create, args)
+
+
+# ---- keys ----------------------------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _run(lambda s: s.ListApiKeys(permission_pb2.ListApiKeysRequest(user_id=args.user), timeout=10), args)
+    if args.action == "delete":
+        request = permission_pb2.DeleteApiKeysRequest(user_id=args.user, broker=args.broker)
+        return _run(lambda s: s.DeleteApiKeys(request, timeout=10), args)
+    if args.action == "rotate":
+        if args.add_key_to:
+            from services.permission.keyring import add_master_key
+
+            print(f"new active master key {add_master_key(args.add_key_to)} in {args.add_key_to}", file=sys.stderr)
+        return _run(lambda s: s.RotateMasterKey(permission_pb2.RotateMasterKeyRequest(), timeout=120), args)
+    credentials = permission_pb2.ApiCredentials(
+        api_key=_secret("NIJA_API_KEY", f"{args.broker} API key for {args.user}: "),
+        api_secret=_secret("NIJA_API_SECRET", f"{args.broker} API secret: "),
+        passphrase=os.environ.get("NIJA_API_PASSPHRASE", ""),
+    )
+    request = permission_pb2.SetApiKeysRequest(user_id=args.user, broker=args.broker, credentials=credentials)
+    return _run(lambda s: s.SetApiKeys(request, timeout=10), args)
+
+
+def _secret(env: str, prompt: str) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise SystemExit(f"set {env} (secrets are never taken from the command line)")
+    return getpass.getpass(prompt)
+
+
+# ---- limits, kill switch, strategies -------------------------------------------------------------
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    limits = permission_pb2.RiskLimits(
+        max_position_usd=args.max_position_usd or "",
+        max_open_positions=args.max_open_positions or 0,
+        max_daily_notional_usd=args.max_daily_notional_usd or "",
+        max_daily_loss_usd=args.max_daily_loss_usd or "",
+        trades_per_second=args.trades_per_second or "",
+        trade_burst=args.burst or 0,
+    )
+    request = permission_pb2.SetLimitsRequest(user_id=args.user, limits=limits, max_order_size_usd=args.max_order_usd or "")
+    return _run(lambda s: s.SetLimits(request, timeout=10), args)
+
+
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    request = permission_pb2.SetKillSwitchRequest(user_id=args.user or "", on=args.state == "on", reason=args.reason)
+    return _run(lambda s: s.SetKillSwitch(request, timeout=10), args)
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    request = permission_pb2.SetSubscriptionRequest(
+        strategy_id=args.strategy, user_id=args.user, subscribed=args.action == "subscribe"
+    )
+    return _run(lambda s: s.SetSubscription(request, timeout=10), args)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from services.runtime.certs import make_dev_certs
+
+    written = make_dev_certs(pathlib.Path(args.out), args.services or [*MESH_SERVICES, "client"])
+    for name, (cert, key) in written.items():
+        print(f"{name:<20} {cert}  {key}")
+    print(f"CA: {pathlib.Path(args.out) / 'ca.pem'}")
+    return 0
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=None, help="admin token (default $NIJA_TOKEN or <data-dir>/admin.token)")
+    p.add_argument("--permission", default=None, help="permission service host:port (default: from the manifest)")
+    p.add_argument("--data-dir", default="var", help="where `nija up` keeps its manifest and admin token")
+    p.add_argument("--mesh", default=None, help="mesh manifest (default <data-dir>/mesh.json)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("users", help="add, list, enable or disable users")
+    p.add_argument("action", choices=["add", "list", "disable", "enable"])
+    p.add_argument("user", nargs="?")
+    p.add_argument("--brokers", help="comma-separated (default: all)")
+    p.add_argument("--pairs", help="comma-separated (default: every pair)")
+    p.add_argument("--max-order-usd", default="10000")
+    p.add_argument("--disabled", action="store_true")
+    _client_options(p)
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("tokens", help="create, list or revoke bearer tokens")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("token_id", nargs="?", help="for revoke")
+    p.add_argument("--kind", choices=[k.value for k in PrincipalKind], default="user")
+    p.add_argument("--subject", help="user id, strategy id, admin name or service name")
+    p.add_argument("--description", default="")
+    p.add_argument("--offline", action="store_true", help="write straight into the database (first admin token)")
+    p.add_argument("--database", default="var/permission.db", help="with --offline ($NIJA_DATABASE_URL wins)")
+    _client_options(p)
+    p.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser("keys", help="users' exchange API keys (encrypted at rest)")
+    p.add_argument("action", choices=["set", "list", "delete", "rotate"])
+    p.add_argument("--user")
+    p.add_argument("--broker", choices=list(BROKERS))
+    p.add_argument("--add-key-to", default=None, metavar="KEY_FILE",
+                   help="rotate: first add a fresh master key to this key file as the active one")
+    _client_options(p)
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("limits", help="set a user's risk limits")
+    p.add_argument("action", choices=["set"])
+    p.add_argument("--user", required=True)
+    p.add_argument("--max-order-usd")
+    p.add_argument("--max-position-usd")
+    p.add_argument("--max-open-positions", type=int)
+    p.add_argument("--max-daily-notional-usd")
+    p.add_argument("--max-daily-loss-usd")
+    p.add_argument("--trades-per-second")
+    p.add_argument("--burst", type=int)
+    _client_options(p)
+    p.set_defaults(func=cmd_limits)
+
+    p = sub.add_parser("kill-switch", help="stop all new trades of a user (or everyone) and cancel open orders")
+    p.add_argument("state", choices=["on", "off"])
+    p.add_argument("--user", default=None, help="default: the global switch")
+    p.add_argument("--reason", default="")
+    _client_options(p)
+    p.set_defaults(func=cmd_kill_switch)
+
+    p = sub.add_parser("strategies", help="subscribe users to strategies")
+    p.add_argument("action", choices=["subscribe", "unsubscribe"])
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--user", required=True)
+    _client_options(p)
+    p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("certs", help="a local CA and per-service certificates for TLS/mTLS in development")
+    p.add_argument("--out", default="var/certs")
+    p.add_argument("--services", nargs="*", default=None)
+    p.set_defaults(func=cmd_certs)

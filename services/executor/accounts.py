@@ -1,0 +1,61 @@
+"""The users' accounts on this executor's venue, with their API keys.
+
+Keys come decrypted from the permission service (only executors may ask, each for its own
+broker) and are kept in memory for a short while, never written anywhere or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from services.executor.venues.base import Account
+
+log = logging.getLogger(__name__)
+
+#: (user_id, broker) -> the stored credentials (with api_key, api_secret, passphrase), or None.
+FetchCredentials = Callable[[str, str], Awaitable[Any]]
+
+
+class AccountBook:
+    def __init__(
+        self, broker: str, fetch: FetchCredentials, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._broker = broker
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Account]] = {}
+
+    async def account(self, user_id: str) -> Account:
+        """The user's account; keyless when no keys are stored (the simulated venues need none)."""
+        now = self._clock()
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        credentials = await self._fetch(user_id, self._broker)
+        if credentials is None:
+            account = Account(user_id=user_id, account_id=user_id)
+        else:
+            # A fingerprint, never the key: enough to tell which key an order was signed with.
+            fingerprint = hashlib.sha256(credentials.api_key.encode()).hexdigest()[:12]
+            log.info("api keys loaded", extra={"user_id": user_id, "broker": self._broker, "key_fingerprint": fingerprint})
+            account = Account(
+                user_id=user_id,
+                account_id=user_id,
+                api_key=credentials.api_key,
+                api_secret=credentials.api_secret,
+                passphrase=credentials.passphrase,
+            )
+        self._cache[user_id] = (now + self._ttl_s, account)
+        return account
+
+    def forget(self, user_id: str | None = None) -> None:
+        """Drop cached keys (all of them without a user): the next order reads them again."""
+        if user_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(user_id, None)
