@@ -190,6 +190,24 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return _run(lambda s: s.SetSubscription(request, timeout=10), args)
 
 
+def cmd_positions(args: argparse.Namespace) -> int:
+    """A user's positions and today's figures (any token that may act for the user)."""
+
+    async def main() -> int:
+        async with client_channel(args, "permission") as channel:
+            try:
+                response = await permission_pb2_grpc.PermissionServiceStub(channel).GetPositions(
+                    permission_pb2.GetPositionsRequest(user_id=args.user), timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:
+                print(f"nija: {exc.code().name} {reason_of(exc)}: {exc.details()}", file=sys.stderr)
+                return 1
+        print(json_format.MessageToJson(response, indent=2))
+        return 0
+
+    return asyncio.run(main())
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
     from services.runtime.certs import make_dev_certs
 
@@ -271,6 +289,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--user", required=True)
     _client_options(p)
     p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("positions", help="a user's positions, realized P&L and today's usage")
+    p.add_argument("--user", required=True)
+    _client_options(p)
+    p.set_defaults(func=cmd_positions)
 
     p = sub.add_parser("certs", help="a local CA and per-service certificates for TLS/mTLS in development")
     p.add_argument("--out", default="var/certs")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -319,3 +320,43 @@ def test_api_keys_never_appear_in_logs_databases_responses_or_errors(mesh: UpMes
     assert len(rows) == 4 and all(re.fullmatch(r"k\d+", key_id) for _, _, key_id, _ in rows)
     assert {key_id for _, _, key_id, _ in rows} == {"k2"}  # re-sealed under the rotated key
 
+
+
+# ---- the admin CLI -----------------------------------------------------------------------------------
+
+
+def test_the_admin_cli_adds_users_mints_and_revokes_tokens_and_disables(mesh: UpMesh) -> None:
+    if mesh.backend != "sqlite":  # type: ignore[attr-defined]
+        pytest.skip("the CLI is the same on both backends")
+    added = mesh.nija("users", "add", "erin", "--brokers", "binance,kraken", "--max-order-usd", "2000")
+    assert added.returncode == 0, added.stderr
+    assert "erin" in mesh.nija("users", "list").stdout
+    created = mesh.nija("tokens", "create", "--kind", "user", "--subject", "erin", "--description", "erin's bot")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    token_id = re.search(r"token id (\w+)", created.stderr).group(1)  # type: ignore[union-attr]
+
+    def trade(signal_id: str) -> subprocess.CompletedProcess[str]:
+        return mesh.nija("trade", "--user", "erin", "--pair", "ETH-USD", "--side", "buy", "--usd", "50",
+                         "--signal-id", signal_id, "--token", token)
+
+    first = trade("cli-1")
+    assert first.returncode == 0 and "filled" in first.stdout, first.stdout + first.stderr
+    positions = mesh.nija("positions", "--user", "erin", "--token", token)
+    assert '"pair": "ETH-USD"' in positions.stdout, positions.stdout + positions.stderr
+
+    denied = mesh.nija("trade", "--user", "alice", "--pair", "ETH-USD", "--side", "buy", "--usd", "50", "--token", token)
+    assert "PERMISSION_DENIED ACTING_FOR_ANOTHER_USER" in denied.stdout
+
+    assert mesh.nija("users", "disable", "erin").returncode == 0
+    assert "FAILED_PRECONDITION USER_DISABLED" in trade("cli-2").stdout
+    assert mesh.nija("users", "enable", "erin").returncode == 0
+
+    listed = mesh.nija("tokens", "list", "--subject", "erin").stdout
+    assert token_id in listed and token not in listed  # listed by id; the secret is never shown again
+    assert mesh.nija("tokens", "revoke", token_id).returncode == 0
+    # Services cache a token's principal for at most ~3 s (router 2 s + permission 1 s).
+    deadline = time.monotonic() + 10
+    while "UNAUTHENTICATED" not in (out := trade("cli-3")).stdout:
+        assert time.monotonic() < deadline, out.stdout
+        time.sleep(0.5)
