@@ -64,13 +64,17 @@ POLICY_FROM_PB = {v: k for k, v in POLICY_TO_PB.items()}
 MAX_CREDENTIAL_CHARS = 4096
 
 
-class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
+class _Owner:
+    """What both services work on: the store and the three keepers built on it."""
+
     def __init__(self, store: UserStore, accounts: Accounts, tokens: TokenAuthority, controls: Controls) -> None:
         self._store = store
         self._accounts = accounts
         self._tokens = tokens
         self._controls = controls
 
+
+class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
     @unary
     async def CheckTrade(
         self, request: permission_pb2.CheckTradeRequest, context: grpc.aio.ServicerContext
@@ -178,13 +182,7 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
             yield controls_to_pb(switches)
 
 
-class AdminServicer(permission_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: UserStore, accounts: Accounts, tokens: TokenAuthority, controls: Controls) -> None:
-        self._store = store
-        self._accounts = accounts
-        self._tokens = tokens
-        self._controls = controls
-
+class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
     @unary
     async def PutUser(
         self, request: permission_pb2.PutUserRequest, context: grpc.aio.ServicerContext

@@ -508,10 +508,15 @@ class UserStore:
         permissions = _user_from_row(row[:-2])
         kill_on, kill_reason = row[-2:]
         reserved = db.one(
-            "SELECT 1 FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id)
+            "SELECT status FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id)
         )
-        if reserved is not None:
+        if reserved is not None and reserved[0] != "released":
+            # The signal was reserved and sent on before: a resubmission, which trades nothing new.
             return Reservation(allowed_decision(permissions), replayed=True)
+        if reserved is not None:
+            # Given back without trading (the router refused it): checked again like a new one,
+            # or a resubmission would trade outside every limit.
+            db.execute("DELETE FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id))
 
         global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
         if global_on:

@@ -333,7 +333,7 @@ async def test_open_positions_limit_through_the_store(store: UserStore):
     assert (await store.reserve(request("s2", pair="BTC-USD"))).decision.allowed
 
 
-async def test_a_signal_reserved_before_is_a_replay(store: UserStore):
+async def test_a_signal_reserved_before_is_a_replay(store: UserStore, clock: Clock):
     await store.upsert(make_user(limits=RiskLimits(max_daily_notional_usd=D("100"), trade_burst=1)))
     assert (await store.reserve(request("s1", "100"))).decision.allowed
     # No rate token, no risk check, no second reservation: the limits are all used up, and even
@@ -342,10 +342,19 @@ async def test_a_signal_reserved_before_is_a_replay(store: UserStore):
     replay = await store.reserve(request("s1", "100"))
     assert replay == Reservation(Decision(allowed=True, brokers=("coinbase", "kraken")), replayed=True)
     assert len(await store.open_reservations("erin")) == 1
-    # A released reservation is still a replay: the signal was handled.
+    # A released reservation was given back without trading: the same signal is checked again
+    # like a new one (a replay would let it trade outside every limit).
     await store.set_kill_switch(None, False, "")
     assert await store.release("erin", "s1") is True
-    assert (await store.reserve(request("s1", "100"))).replayed
+    await store.upsert(make_user(limits=dataclasses.replace(FAST, max_daily_notional_usd=D("50"))))
+    clock.advance(1)  # the bucket refills
+    again = await store.reserve(request("s1", "100"))
+    assert not again.replayed and denial(again) is Denial.DAILY_NOTIONAL_LIMIT
+    await store.upsert(make_user(limits=dataclasses.replace(FAST, max_daily_notional_usd=D("100"))))
+    assert await store.reserve(request("s1", "100")) == Reservation(
+        Decision(allowed=True, brokers=("coinbase", "kraken")), replayed=False
+    )
+    assert len(await store.open_reservations("erin")) == 1
 
 
 async def test_release_is_idempotent_and_frees_the_limit(store: UserStore):
