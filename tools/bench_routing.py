@@ -31,6 +31,8 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 from services.domain.routing import Balancing, BalancingConfig, RoutingChoices, plan_route
 from services.domain.signal import Side, Signal, SignalType
 from services.router.directory import snapshot_from_info
+from services.runtime.channels import open_channel
+from services.runtime.security import Security
 
 PAIRS = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD", "LINK-USD", "AVAX-USD"]
 
@@ -40,6 +42,12 @@ def percentiles(samples_ns: list[int]) -> str:
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6  # noqa: E731
     return (f"p50 {pick(0.50):.3f} ms  p90 {pick(0.90):.3f} ms  p99 {pick(0.99):.3f} ms  "
             f"max {ordered[-1] / 1e6:.3f} ms  (n={len(ordered)}, mean {statistics.mean(ordered) / 1e6:.3f} ms)")
+
+
+def token(data: pathlib.Path, who: str) -> Security:
+    """Calls carry a token: the admin's (`nija up` writes it) or a demo user's."""
+    path = data / "admin.token" if who == "admin" else data / "tokens" / f"{who}.token"
+    return Security(token=path.read_text().strip())
 
 
 def start_mesh(data: pathlib.Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -55,12 +63,12 @@ def start_mesh(data: pathlib.Path) -> tuple[subprocess.Popen[bytes], dict[str, s
     return up, {n: e["target"] for n, e in json.loads(manifest.read_text()).items()}
 
 
-async def live_snapshots(targets: dict[str, str]) -> dict:
+async def live_snapshots(targets: dict[str, str], admin: Security) -> dict:
     """The executors' real info (books included), as the router holds it."""
     snaps = {}
     for name, target in targets.items():
         if name.startswith("executor-"):
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with open_channel(target, admin) as channel:
                 info = (await executor_pb2_grpc.ExecutorServiceStub(channel).GetExecutorInfo(
                     executor_pb2.GetExecutorInfoRequest(), timeout=5)).info
             snaps[info.broker] = snapshot_from_info(info.broker, info, healthy=True)
@@ -81,9 +89,9 @@ def bench_decision(snaps: dict, count: int) -> list[int]:
     return samples
 
 
-async def bench_rpc(router: str, count: int, concurrency: int) -> list[int]:
+async def bench_rpc(router: str, count: int, concurrency: int, alice: Security) -> list[int]:
     samples: list[int] = []
-    async with grpc.aio.insecure_channel(router) as channel:
+    async with open_channel(router, alice) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         counter = iter(range(count))
 
@@ -124,21 +132,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        up, targets = start_mesh(pathlib.Path(tmp))
+        data = pathlib.Path(tmp)
+        up, targets = start_mesh(data)
+        alice = token(data, "alice")
         try:
-            snaps = asyncio.run(live_snapshots(targets))
+            snaps = asyncio.run(live_snapshots(targets, token(data, "admin")))
             bench_decision(snaps, 500)  # warm-up
             print(f"pure routing decision (4 brokers, live books, 1 in 4 with split planning):\n  "
                   f"{percentiles(bench_decision(snaps, args.decisions))}")
             floor = asyncio.run(bench_health(targets["router"], args.rpcs, args.concurrency))
             print(f"baseline: grpc.health Check on the same router process ({args.concurrency} concurrent), "
                   f"the floor of any RPC there:\n  {percentiles(floor)}")
-            asyncio.run(bench_rpc(targets["router"], 500, args.concurrency))  # warm-up
+            asyncio.run(bench_rpc(targets["router"], 500, args.concurrency, alice))  # warm-up
             started = time.monotonic()
-            samples = asyncio.run(bench_rpc(targets["router"], args.rpcs, args.concurrency))
+            samples = asyncio.run(bench_rpc(targets["router"], args.rpcs, args.concurrency, alice))
             elapsed = time.monotonic() - started
-            print(f"QuoteRoute through the router process ({args.concurrency} concurrent, permission check "
-                  f"included):\n  {percentiles(samples)}  throughput {len(samples) / elapsed:.0f}/s")
+            print(f"QuoteRoute through the router process ({args.concurrency} concurrent, token and permission "
+                  f"check included):\n  {percentiles(samples)}  throughput {len(samples) / elapsed:.0f}/s")
         finally:
             up.send_signal(signal.SIGTERM)
             up.wait(timeout=60)
