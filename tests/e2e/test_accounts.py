@@ -98,7 +98,8 @@ async def _race(mesh: UpMesh) -> tuple[dict[str, int], int]:
     for outcome, updates in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
         if outcome == "accepted":
-            assert status_name(updates[-1].status) == "filled"
+            # Entries are marketable limit orders: under this load one may expire unfilled.
+            assert status_name(updates[-1].status) in ("filled", "cancelled")
     with sqlite3.connect(f"file:{mesh.dir / 'aggregator.db'}?mode=ro", uri=True) as conn:
         orders = conn.execute("SELECT count(*) FROM orders WHERE user_id = ?", (user,)).fetchone()[0]
     for ch in (*routers, channel):
