@@ -70,6 +70,6 @@ def test_a_trade_goes_through_the_tls_mesh(mesh: UpMesh) -> None:
     certs = mesh.dir / "certs"
     env = {"NIJA_TLS_CA": str(certs / "ca.pem"), "NIJA_TLS_CERT": str(certs / "client.pem"),
            "NIJA_TLS_KEY": str(certs / "client-key.pem")}
-    out = mesh.nija("trade", "--user", "alice", "--pair", "ETH-USD", "--side", "buy", "--usd", "120", env=env)
+    out = mesh.nija("trade", "--user", "alice", "--pair", "ETH-USD", "--side", "buy", "--usd", "120", "--type", "exit", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1].split()[1] == "filled"
