@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nija.common.v1 import common_pb2
+from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services import admin_cli
@@ -338,9 +339,9 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"TLS + mTLS on; a client certificate for you: export NIJA_TLS_CA={certs / 'ca.pem'} "
                   f"NIJA_TLS_CERT={certs / 'client.pem'} NIJA_TLS_KEY={certs / 'client-key.pem'}")
         if args.demo:
-            router = next(c.target for c in mesh.children if c.name == "router")
+            targets = {c.name: c.target for c in mesh.children}
             assert mesh.tokens is not None
-            await run_demo(router, mesh.tokens.users, mesh.client_security)
+            await run_demo(targets["router"], targets["permission"], mesh.tokens.users, mesh.client_security)
         print("Ctrl-C stops the mesh.", flush=True)
         while not stop.is_set():
             crashed = mesh.exited()
@@ -372,14 +373,26 @@ DEMO_TRADES = (
 )
 
 
-async def run_demo(router: str, tokens: dict[str, str], security: Security) -> None:
-    """Each demo user trades with their own token, as a strategy client would."""
+async def run_demo(router: str, permission: str, tokens: dict[str, str], security: Security) -> None:
+    """Each demo user trades with their own token, as a strategy client would; then the
+    positions the permission service built from the fills."""
     print("\ndemo: five signals, updates as they stream")
     for user, pair, side, usd, kind in DEMO_TRADES:
         print(f"\n> {user}: {side} ${usd} {pair} ({kind})")
         async with open_channel(router, dataclasses.replace(security, token=tokens[user])) as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
             await stream_trade(stub, make_signal(user, pair, side, usd, kind), timeout=60.0)
+    await asyncio.sleep(0.5)  # the ledger hands fills to the position manager right after it stores them
+    print("\npositions")
+    for user in ("alice", "bob"):
+        async with open_channel(permission, dataclasses.replace(security, token=tokens[user])) as channel:
+            response = await permission_pb2_grpc.PermissionServiceStub(channel).GetPositions(
+                permission_pb2.GetPositionsRequest(user_id=user), timeout=10
+            )
+        for p in response.positions:
+            print(f"  {user:<6} {p.pair:<9} {p.quantity:>14} @ {p.average_entry_price:<12} "
+                  f"realized {p.realized_pnl} fees {p.fees}")
+        print(f"  {user:<6} today: traded ${response.today.traded_usd}, open reservations {response.today.open_reservations}")
     print()
 
 
