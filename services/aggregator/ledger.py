@@ -127,11 +127,12 @@ SCHEMA: tuple[str, ...] = (
     """,
 )
 
-#: Updates the permission service must see: those with fills, and final states.
+#: Updates the permission service must see: the first (the order exists: its reservation is no
+#: orphan), those with fills, and final states.
 _FEED_QUERY = f"""
 SELECT u.rowid AS position, u.body AS body FROM updates u
 WHERE u.rowid > ? AND (
-    u.status IN ({", ".join(repr(s.value) for s in sorted(TERMINAL, key=lambda s: s.value))})
+    u.status IN ('pending', {", ".join(repr(s.value) for s in sorted(TERMINAL, key=lambda s: s.value))})
     OR EXISTS (SELECT 1 FROM fills f WHERE f.user_id = u.user_id AND f.sequence = u.sequence)
 )
 ORDER BY u.rowid LIMIT ?

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
@@ -192,7 +192,10 @@ RISK_TABLES = (
         side         TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
         reserved_usd TEXT NOT NULL,
         filled_usd   TEXT NOT NULL,
-        status       TEXT NOT NULL CHECK (status IN ('open', 'done', 'released')),
+        -- released: given back unused by the router; expired: never reached the ledger
+        status       TEXT NOT NULL CHECK (status IN ('open', 'done', 'released', 'expired')),
+        -- 1 once the ledger has reported the order (its feed), so it cannot be an orphan
+        confirmed    INTEGER NOT NULL DEFAULT 0 CHECK (confirmed IN (0, 1)),
         day          TEXT NOT NULL,  -- UTC date it was reserved
         created_at   TEXT NOT NULL,
         closed_at    TEXT,
@@ -258,10 +261,15 @@ def _utc_now() -> datetime:
 
 
 class UserStore:
-    def __init__(self, target: str, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        """`target`: a SQLite file path, or a postgresql:// URL. `clock`: timezone-aware UTC now."""
+    def __init__(
+        self, target: str, *, clock: Callable[[], datetime] = _utc_now, unconfirmed_ttl_s: float = 60.0
+    ) -> None:
+        """`target`: a SQLite file path, or a postgresql:// URL. `clock`: timezone-aware UTC now.
+        `unconfirmed_ttl_s`: a reservation the ledger has not reported within this long is an
+        orphan (its router stopped between reserving and recording the order) and expires."""
         self.target = target
         self._clock = clock
+        self._unconfirmed_ttl = timedelta(seconds=unconfirmed_ttl_s)
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
 
@@ -510,13 +518,19 @@ class UserStore:
         reserved = db.one(
             "SELECT status FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id)
         )
-        if reserved is not None and reserved[0] != "released":
+        if reserved is not None and reserved[0] in ("open", "done"):
             # The signal was reserved and sent on before: a resubmission, which trades nothing new.
             return Reservation(allowed_decision(permissions), replayed=True)
         if reserved is not None:
-            # Given back without trading (the router refused it): checked again like a new one,
-            # or a resubmission would trade outside every limit.
+            # Given back without trading (released by the router, or expired as an orphan):
+            # checked again like a new one, or a resubmission would trade outside every limit.
             db.execute("DELETE FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id))
+        # Orphans stop counting: reserved, then never reported by the ledger.
+        db.execute(
+            "UPDATE reservations SET status = 'expired', closed_at = ? "
+            "WHERE user_id = ? AND status = 'open' AND confirmed = 0 AND created_at < ?",
+            (now.isoformat(), user_id, (now - self._unconfirmed_ttl).isoformat()),
+        )
 
         global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
         if global_on:
@@ -588,6 +602,11 @@ class UserStore:
                 realized += delta
                 traded += fill.price * fill.quantity
                 fees += fill.fee
+        # Any report of the order from the ledger confirms its reservation (it is no orphan).
+        db.execute(
+            "UPDATE reservations SET confirmed = 1 WHERE user_id = ? AND signal_id = ? AND confirmed = 0",
+            (user_id, event.reservation_id),
+        )
         if new_fills:
             _save_position(db, user_id, position, now)
             _add_to_day(db, user_id, _day(now), traded, realized, fees)

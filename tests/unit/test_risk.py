@@ -357,6 +357,25 @@ async def test_a_signal_reserved_before_is_a_replay(store: UserStore, clock: Clo
     assert len(await store.open_reservations("erin")) == 1
 
 
+async def test_an_orphan_reservation_expires_and_one_the_ledger_reported_does_not(store: UserStore, clock: Clock):
+    await store.upsert(make_user(limits=dataclasses.replace(FAST, max_daily_notional_usd=D("100"))))
+    assert (await store.reserve(request("s1", "100"))).decision.allowed
+    assert denial(await store.reserve(request("s2", "1"))) is Denial.DAILY_NOTIONAL_LIMIT
+    clock.advance(59)
+    assert denial(await store.reserve(request("s2", "1"))) is Denial.DAILY_NOTIONAL_LIMIT
+    clock.advance(2)
+    # s1 never reached the ledger (its router stopped in between): after 60 s it stops counting.
+    assert (await store.reserve(request("s2", "100"))).decision.allowed
+    # s2 reached it: the ledger's first report confirms the reservation, which then lasts until
+    # the order ends, however long that takes.
+    await store.apply_execution(ExecutionEvent("erin", "s2", "BTC-USD", BUY, ()))
+    clock.advance(3600)
+    assert denial(await store.reserve(request("s3", "1"))) is Denial.DAILY_NOTIONAL_LIMIT
+    # The orphan's signal id, submitted again, is checked like a new signal, not replayed.
+    assert denial(await store.reserve(request("s1", "1"))) is Denial.DAILY_NOTIONAL_LIMIT
+    assert [r.signal_id for r in await store.open_reservations("erin")] == ["s2"]
+
+
 async def test_release_is_idempotent_and_frees_the_limit(store: UserStore):
     await store.upsert(make_user(limits=dataclasses.replace(FAST, max_daily_notional_usd=D("100"))))
     assert (await store.reserve(request("s1", "100"))).decision.allowed
@@ -434,7 +453,8 @@ async def test_reserve_waits_for_another_processs_transaction_on_the_user(databa
             assert not done
             other.execute(
                 "INSERT INTO reservations (user_id, signal_id, pair, side, reserved_usd, filled_usd, status, "
-                "day, created_at) VALUES ('erin', 's1', 'BTC-USD', 'buy', '100', '0', 'open', '2024-05-01', '')"
+                "day, created_at) VALUES ('erin', 's1', 'BTC-USD', 'buy', '100', '0', 'open', '2024-05-01', "
+                "'2024-05-01T12:00:00+00:00')"
             )
         assert denial(await waiting) is Denial.DAILY_NOTIONAL_LIMIT
     finally:
