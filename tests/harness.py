@@ -105,22 +105,29 @@ async def start_mesh(
     sim: dict[str, str] | None = None,
     executor: dict[str, str] | None = None,
     router: dict[str, str] | None = None,
+    permission: tuple[RunningServer, Issued] | None = None,
+    aggregator_target: str | None = None,
 ) -> InProcessMesh:
+    """`permission`: one the test started already (`start_permission`); `aggregator_target`: an
+    aggregator the test runs itself (e.g. as a process it can kill), whose file is
+    tmp/aggregator.db."""
     servers: dict[str, RunningServer] = {}
-    servers["permission"], tokens = await start_permission(tmp)
+    servers["permission"], tokens = permission or await start_permission(tmp)
     # Fast ticks for quick tests, with calm prices so marketable limit orders do fill.
     servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", "volatility_bps": "0.5", **(sim or {})})
     permission_target = servers["permission"].target
     db = tmp / "aggregator.db"
-    servers["aggregator"] = await _start(
-        aggregator_app, {"database_path": str(db), "permission_target": permission_target},
-        tokens.services["aggregator"],
-    )
+    if aggregator_target is None:
+        servers["aggregator"] = await _start(
+            aggregator_app, {"database_path": str(db), "permission_target": permission_target},
+            tokens.services["aggregator"],
+        )
+        aggregator_target = servers["aggregator"].target
     executor_settings = {
         broker: {
             "broker": broker,
             "simexchange_target": servers["simexchange"].target,
-            "aggregator_target": servers["aggregator"].target,
+            "aggregator_target": aggregator_target,
             "permission_target": permission_target,
             "journal_path": str(tmp / f"executor-{broker}.journal.db"),
             **FAST_EXECUTOR,
@@ -137,7 +144,7 @@ async def start_mesh(
         router_app,
         {
             "permission_target": permission_target,
-            "aggregator_target": servers["aggregator"].target,
+            "aggregator_target": aggregator_target,
             "executor_targets": ",".join(f"{b}={servers['executor-' + b].target}" for b in BROKERS),
             "info_push_interval_ms": "200",
             # The seed's pure best-score choice, unless a test asks for load balancing.
@@ -147,7 +154,7 @@ async def start_mesh(
         tokens.services["router"],
     )
     admin = Security(token=tokens.admin)
-    channels = [open_channel(servers[n].target, admin) for n in ("router", "aggregator")]
+    channels = [open_channel(servers["router"].target, admin), open_channel(aggregator_target, admin)]
     channels.append(grpc.aio.insecure_channel(servers["simexchange"].target))
     executors = {}
     for broker in BROKERS:
