@@ -107,6 +107,7 @@ class RouterApp:
         self.directory.start()
 
     async def stop(self) -> None:
+        await self.engine.stop()
         await self.directory.stop()
         await self.permission.close()
         await self.ledger.close()

@@ -137,6 +137,8 @@ class RouterEngine:
         self._config = config
         self.performance = performance or PairPerformance()
         self._rng = rng or random.Random()
+        # Orders being driven to their end, whether or not their caller is still listening.
+        self._driving: set[asyncio.Task[None]] = set()
 
     # ---- decide --------------------------------------------------------------------------------
 
@@ -179,8 +181,10 @@ class RouterEngine:
     # ---- submit --------------------------------------------------------------------------------
 
     async def submit(
-        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None = None
+        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None = None, after_sequence: int = 0
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
+        """The signal's updates as persisted. A signal submitted before is not placed again: its
+        stored updates after `after_sequence` are streamed (a client re-attaching)."""
         prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
         signal, plan = prepared.signal, prepared.plan
         try:
@@ -196,17 +200,47 @@ class RouterEngine:
         stream_timeout = time_remaining or self._config.execute_timeout_s
         if not created.created:
             log.info("signal resubmitted: streaming the first submission", extra={"signal_id": signal.signal_id})
-            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, 0, stream_timeout):
+            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, after_sequence, stream_timeout):
                 yield update
             return
         yield created.update
 
-        if plan.split is not None:
-            async for update in self._run_split(prepared, stream_timeout):
-                yield update
-            return
-        async for update in self._run_routes(signal, pb_signal, plan.routes, stream_timeout):
-            yield update
+        # The order is driven by a task of its own: a caller that goes away (and comes back with
+        # after_sequence) never leaves it half-routed.
+        updates: asyncio.Queue[common_pb2.ExecutionUpdate | BaseException | None] = asyncio.Queue()
+        task = asyncio.create_task(self._drive(prepared, stream_timeout, updates), name=f"drive-{signal.signal_id}")
+        self._driving.add(task)
+        task.add_done_callback(self._driving.discard)
+        while (item := await updates.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _drive(
+        self,
+        prepared: Prepared,
+        stream_timeout: float,
+        out: asyncio.Queue[common_pb2.ExecutionUpdate | BaseException | None],
+    ) -> None:
+        signal, plan = prepared.signal, prepared.plan
+        try:
+            if plan.split is not None:
+                source = self._run_split(prepared, stream_timeout)
+            else:
+                source = self._run_routes(signal, prepared.pb, plan.routes, stream_timeout)
+            async for update in source:
+                out.put_nowait(update)
+        except Exception as exc:  # handed to the caller, if still there
+            log.warning("order could not be driven to its end", extra={"signal_id": signal.signal_id, "error": repr(exc)})
+            out.put_nowait(exc)
+        finally:
+            out.put_nowait(None)
+
+    async def stop(self) -> None:
+        """Shutting down: orders still being driven are left to their executors and the ledger."""
+        for task in list(self._driving):
+            task.cancel()
+        await asyncio.gather(*self._driving, return_exceptions=True)
 
     async def _give_back(self, signal: Signal) -> None:
         """The signal was refused after its exposure was reserved: release the reservation."""

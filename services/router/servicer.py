@@ -25,7 +25,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> AsyncIterator[router_pb2.SubmitSignalResponse]:
         if not request.HasField("signal"):
             raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
-        async for update in self._engine.submit(request.signal, context.time_remaining()):
+        async for update in self._engine.submit(request.signal, context.time_remaining(), request.after_sequence):
             yield router_pb2.SubmitSignalResponse(update=update)
 
     @unary

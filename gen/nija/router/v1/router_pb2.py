@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nija.common.v1 import common_pb2 as nija_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/router/v1/router.proto\x12\x0enija.router.v1\x1a\x1bnija/common/v1/common.proto\"I\n\x13\x43\x61ncelSignalRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x14\x43\x61ncelSignalResponse\x12\x0f\n\x07\x62rokers\x18\x01 \x03(\t\"B\n\x13SubmitSignalRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\"G\n\x14SubmitSignalResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"@\n\x11QuoteRouteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\"j\n\x0eScoreBreakdown\x12\x0b\n\x03\x66\x65\x65\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07success\x18\x03 \x01(\x01\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x0c\n\x04pair\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\"\x8e\x01\n\x0c\x43ostEstimate\x12\x0f\n\x07\x66\x65\x65_usd\x18\x01 \x01(\t\x12\x14\n\x0cslippage_usd\x18\x02 \x01(\t\x12\x16\n\x0ewithdrawal_usd\x18\x03 \x01(\t\x12\x11\n\ttotal_usd\x18\x04 \x01(\t\x12\x16\n\x0e\x65xpected_price\x18\x05 \x01(\t\x12\x14\n\x0cslippage_bps\x18\x06 \x01(\x01\"\xb4\x01\n\x0b\x42rokerQuote\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x11\n\texclusion\x18\x03 \x01(\t\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.nija.router.v1.ScoreBreakdown\x12*\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x1c.nija.router.v1.CostEstimate\x12\x15\n\rliquidity_usd\x18\x06 \x01(\t\"\x92\x01\n\x12QuoteRouteResponse\x12\x10\n\x08routable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12,\n\x05route\x18\x03 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12,\n\x07\x62rokers\x18\x04 \x03(\x0b\x32\x1b.nija.router.v1.BrokerQuote2\x9c\x02\n\rRouterService\x12[\n\x0cSubmitSignal\x12#.nija.router.v1.SubmitSignalRequest\x1a$.nija.router.v1.SubmitSignalResponse0\x01\x12S\n\nQuoteRoute\x12!.nija.router.v1.QuoteRouteRequest\x1a\".nija.router.v1.QuoteRouteResponse\x12Y\n\x0c\x43\x61ncelSignal\x12#.nija.router.v1.CancelSignalRequest\x1a$.nija.router.v1.CancelSignalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/router/v1/router.proto\x12\x0enija.router.v1\x1a\x1bnija/common/v1/common.proto\"I\n\x13\x43\x61ncelSignalRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x14\x43\x61ncelSignalResponse\x12\x0f\n\x07\x62rokers\x18\x01 \x03(\t\"Z\n\x13SubmitSignalRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"G\n\x14SubmitSignalResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"@\n\x11QuoteRouteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\"j\n\x0eScoreBreakdown\x12\x0b\n\x03\x66\x65\x65\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07success\x18\x03 \x01(\x01\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x0c\n\x04pair\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\"\x8e\x01\n\x0c\x43ostEstimate\x12\x0f\n\x07\x66\x65\x65_usd\x18\x01 \x01(\t\x12\x14\n\x0cslippage_usd\x18\x02 \x01(\t\x12\x16\n\x0ewithdrawal_usd\x18\x03 \x01(\t\x12\x11\n\ttotal_usd\x18\x04 \x01(\t\x12\x16\n\x0e\x65xpected_price\x18\x05 \x01(\t\x12\x14\n\x0cslippage_bps\x18\x06 \x01(\x01\"\xb4\x01\n\x0b\x42rokerQuote\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x11\n\texclusion\x18\x03 \x01(\t\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.nija.router.v1.ScoreBreakdown\x12*\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x1c.nija.router.v1.CostEstimate\x12\x15\n\rliquidity_usd\x18\x06 \x01(\t\"\x92\x01\n\x12QuoteRouteResponse\x12\x10\n\x08routable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12,\n\x05route\x18\x03 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12,\n\x07\x62rokers\x18\x04 \x03(\x0b\x32\x1b.nija.router.v1.BrokerQuote2\x9c\x02\n\rRouterService\x12[\n\x0cSubmitSignal\x12#.nija.router.v1.SubmitSignalRequest\x1a$.nija.router.v1.SubmitSignalResponse0\x01\x12S\n\nQuoteRoute\x12!.nija.router.v1.QuoteRouteRequest\x1a\".nija.router.v1.QuoteRouteResponse\x12Y\n\x0c\x43\x61ncelSignal\x12#.nija.router.v1.CancelSignalRequest\x1a$.nija.router.v1.CancelSignalResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELSIGNALRESPONSE']._serialized_start=151
   _globals['_CANCELSIGNALRESPONSE']._serialized_end=190
   _globals['_SUBMITSIGNALREQUEST']._serialized_start=192
-  _globals['_SUBMITSIGNALREQUEST']._serialized_end=258
-  _globals['_SUBMITSIGNALRESPONSE']._serialized_start=260
-  _globals['_SUBMITSIGNALRESPONSE']._serialized_end=331
-  _globals['_QUOTEROUTEREQUEST']._serialized_start=333
-  _globals['_QUOTEROUTEREQUEST']._serialized_end=397
-  _globals['_SCOREBREAKDOWN']._serialized_start=399
-  _globals['_SCOREBREAKDOWN']._serialized_end=505
-  _globals['_COSTESTIMATE']._serialized_start=508
-  _globals['_COSTESTIMATE']._serialized_end=650
-  _globals['_BROKERQUOTE']._serialized_start=653
-  _globals['_BROKERQUOTE']._serialized_end=833
-  _globals['_QUOTEROUTERESPONSE']._serialized_start=836
-  _globals['_QUOTEROUTERESPONSE']._serialized_end=982
-  _globals['_ROUTERSERVICE']._serialized_start=985
-  _globals['_ROUTERSERVICE']._serialized_end=1269
+  _globals['_SUBMITSIGNALREQUEST']._serialized_end=282
+  _globals['_SUBMITSIGNALRESPONSE']._serialized_start=284
+  _globals['_SUBMITSIGNALRESPONSE']._serialized_end=355
+  _globals['_QUOTEROUTEREQUEST']._serialized_start=357
+  _globals['_QUOTEROUTEREQUEST']._serialized_end=421
+  _globals['_SCOREBREAKDOWN']._serialized_start=423
+  _globals['_SCOREBREAKDOWN']._serialized_end=529
+  _globals['_COSTESTIMATE']._serialized_start=532
+  _globals['_COSTESTIMATE']._serialized_end=674
+  _globals['_BROKERQUOTE']._serialized_start=677
+  _globals['_BROKERQUOTE']._serialized_end=857
+  _globals['_QUOTEROUTERESPONSE']._serialized_start=860
+  _globals['_QUOTEROUTERESPONSE']._serialized_end=1006
+  _globals['_ROUTERSERVICE']._serialized_start=1009
+  _globals['_ROUTERSERVICE']._serialized_end=1293
 # @@protoc_insertion_point(module_scope)

@@ -24,10 +24,12 @@ class CancelSignalResponse(_message.Message):
     def __init__(self, brokers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitSignalRequest(_message.Message):
-    __slots__ = ("signal",)
+    __slots__ = ("signal", "after_sequence")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     signal: _common_pb2.TradeSignal
-    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ...) -> None: ...
+    after_sequence: int
+    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class SubmitSignalResponse(_message.Message):
     __slots__ = ("update",)

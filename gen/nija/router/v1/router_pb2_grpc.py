@@ -59,7 +59,8 @@ class RouterServiceServicer:
     def SubmitSignal(self, request, context):
         """Validates, checks permissions, routes to the best executor and streams every
         update of the signal's order until a terminal state. Submitting a signal_id
-        that the user already submitted streams the first submission's updates.
+        that the user already submitted streams the first submission's updates: a client
+        whose stream broke re-attaches this way, with after_sequence = the last it saw.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
