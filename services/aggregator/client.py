@@ -39,8 +39,11 @@ class LedgerClient:
         self, signal: common_pb2.TradeSignal, timeout_s: float | None = None
     ) -> aggregator_pb2.CreateOrderResponse:
         try:
+            # Waits for a connection (an aggregator restarting) rather than failing at once: the
+            # request is not sent until then, so waiting can never create the order twice.
             return await self._stub.CreateOrder(
-                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=bounded(self._timeout_s, timeout_s)
+                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=bounded(self._timeout_s, timeout_s),
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None
