@@ -1,8 +1,8 @@
 """`nija` administration: users, tokens, API keys, limits, kill switches, subscriptions, certs.
 
 Every command but `certs` (and `tokens create --offline`) calls the permission service's
-AdminService with an admin token: `--token`, else $NIJA_TOKEN, else the file `nija up` wrote
-(<data-dir>/admin.token). API secrets are read from the environment or a prompt, never from
+AdminService with an admin token (`ledger export` reads the aggregator's ledger with it):
+`--token`, else $NIJA_TOKEN, else the file `nija up` wrote (<data-dir>/admin.token). API secrets are read from the environment or a prompt, never from
 the command line (where `ps` would show them).
 """
 
@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import dataclasses
+import datetime
 import getpass
 import json
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import IO, Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
+from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
@@ -29,6 +34,7 @@ from services.runtime.auth import PrincipalKind
 from services.runtime.channels import open_channel
 from services.runtime.errors import reason_of
 from services.runtime.security import load_security
+from services.runtime.wire import SIDE_FROM_PB, SIGNAL_TYPE_FROM_PB, status_name
 
 MESH_SERVICES = ("simexchange", "aggregator", "permission", *(f"executor-{b}" for b in BROKERS), "router")
 
@@ -218,6 +224,153 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- ledger export -------------------------------------------------------------------------------
+
+#: One row per fill, the order's columns repeated; an order without fills is one row of its own.
+EXPORT_CSV_COLUMNS = (
+    "user_id", "signal_id", "created_at", "pair", "side", "status", "broker",
+    "filled_quantity", "average_price", "fees_total",
+    "venue_trade_id", "price", "quantity", "fee", "fee_currency", "liquidity", "fill_time",
+)
+_LIQUIDITY = {common_pb2.LIQUIDITY_MAKER: "maker", common_pb2.LIQUIDITY_TAKER: "taker"}
+#: ListFills calls in flight at once during an export.
+_EXPORT_CONCURRENCY = 8
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """`ledger export`: a user's orders (newest first) with their fills, for accounting."""
+    request = aggregator_pb2.ListOrdersRequest(user_id=args.user, page_size=1000)
+    if args.from_day:
+        request.created_from.CopyFrom(_midnight(args.from_day))
+    if args.to_day:
+        if args.from_day and args.to_day < args.from_day:
+            raise SystemExit("nija: --to is before --from")
+        if args.to_day < datetime.date.max:  # --to is inclusive: up to the next midnight
+            request.created_before.CopyFrom(_midnight(args.to_day + datetime.timedelta(days=1)))
+    write = _write_jsonl if args.format == "jsonl" else _csv_writer
+    # Into FILE.partial, renamed to FILE once complete: a failed export leaves no half a file.
+    partial = pathlib.Path(f"{args.out}.partial") if args.out else None
+    out: IO[str] = partial.open("w", newline="", encoding="utf-8") if partial else sys.stdout
+
+    async def main() -> int:
+        async with client_channel(args, "aggregator") as channel:
+            stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
+            emit = write(out)
+            limit = asyncio.Semaphore(_EXPORT_CONCURRENCY)
+
+            async def fills_of(order: aggregator_pb2.Order) -> list[aggregator_pb2.RecordedFill]:
+                async with limit:
+                    wanted = aggregator_pb2.ListFillsRequest(user_id=order.user_id, signal_id=order.signal_id)
+                    return list((await stub.ListFills(wanted, timeout=30)).fills)
+
+            try:
+                while True:
+                    page = await stub.ListOrders(request, timeout=30)
+                    fills = await asyncio.gather(*(fills_of(o) for o in page.orders))
+                    for order, its_fills in zip(page.orders, fills):
+                        emit(order, its_fills)
+                    if not page.next_page_token:
+                        return 0
+                    request.page_token = page.next_page_token
+            except grpc.aio.AioRpcError as exc:
+                print(f"nija: {exc.code().name} {reason_of(exc)}: {exc.details()}", file=sys.stderr)
+                return 1
+
+    code = 1
+    try:
+        code = asyncio.run(main())
+    finally:
+        if partial is not None:
+            out.close()
+            if code == 0:
+                os.replace(partial, args.out)
+            else:
+                partial.unlink(missing_ok=True)
+    return code
+
+
+def _day(text: str) -> datetime.date:
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _midnight(day: datetime.date) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromJsonString(f"{day.isoformat()}T00:00:00Z")
+    return ts
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> str:
+    return ts.ToJsonString() if ts.seconds or ts.nanos else ""
+
+
+def _order_fields(order: aggregator_pb2.Order) -> dict[str, str]:
+    side = SIDE_FROM_PB.get(order.signal.side)
+    return {
+        "user_id": order.user_id,
+        "signal_id": order.signal_id,
+        "created_at": _time(order.created_at),
+        "pair": order.signal.pair,
+        "side": side.value if side else "",
+        "status": status_name(order.status),
+        "broker": order.broker,
+        "filled_quantity": order.filled_quantity,
+        "average_price": order.average_price,
+        "fees_total": order.fees_total,
+    }
+
+
+def _fill_fields(recorded: aggregator_pb2.RecordedFill) -> dict[str, Any]:
+    fill = recorded.fill
+    return {
+        "venue_trade_id": fill.venue_trade_id,
+        "price": fill.price,
+        "quantity": fill.quantity,
+        "fee": fill.fee,
+        "fee_currency": fill.fee_currency,
+        "liquidity": _LIQUIDITY.get(fill.liquidity, ""),
+        "fill_time": _time(fill.time),
+    }
+
+
+def _csv_writer(out: IO[str]) -> Callable[[aggregator_pb2.Order, list[aggregator_pb2.RecordedFill]], None]:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+
+    def emit(order: aggregator_pb2.Order, fills: list[aggregator_pb2.RecordedFill]) -> None:
+        head = _order_fields(order)
+        if not fills:
+            writer.writerow(head)
+        for recorded in fills:
+            writer.writerow({**head, **_fill_fields(recorded)})
+
+    return emit
+
+
+def _write_jsonl(out: IO[str]) -> Callable[[aggregator_pb2.Order, list[aggregator_pb2.RecordedFill]], None]:
+    def emit(order: aggregator_pb2.Order, fills: list[aggregator_pb2.RecordedFill]) -> None:
+        signal_type = SIGNAL_TYPE_FROM_PB.get(order.signal.signal_type)
+        row = {
+            **_order_fields(order),
+            "updated_at": _time(order.updated_at),
+            "signal_type": signal_type.value if signal_type else "",
+            "size_usd": order.signal.size_usd,
+            "order_quantity": order.order_quantity,
+            "filled_notional": order.filled_notional,
+            "last_sequence": order.last_sequence,
+            "fills": [
+                {**_fill_fields(f), "broker": f.broker, "sequence": f.sequence} for f in fills
+            ],
+        }
+        out.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    return emit
+
+
 def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -294,6 +447,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--user", required=True)
     _client_options(p)
     p.set_defaults(func=cmd_positions)
+
+    p = sub.add_parser("ledger", help="export a user's orders and fills from the aggregator's ledger")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--user", required=True)
+    p.add_argument("--from", dest="from_day", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="orders created on or after this day (UTC)")
+    p.add_argument("--to", dest="to_day", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="orders created on or before this day (UTC, inclusive)")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv",
+                   help="csv: a row per fill (and per order without fills); jsonl: an order per line, fills nested")
+    p.add_argument("--out", default=None, metavar="FILE", help="default: stdout")
+    p.add_argument("--aggregator", default=None, help="aggregator host:port (default: from the manifest)")
+    _client_options(p)
+    p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("certs", help="a local CA and per-service certificates for TLS/mTLS in development")
     p.add_argument("--out", default="var/certs")

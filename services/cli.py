@@ -4,7 +4,8 @@
   nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
   nija trade --user U ...     submit a signal and print each update as it streams
   nija status                 every service's gRPC health
-  nija users|tokens|keys|limits|kill-switch|strategies|certs   administration (services.admin_cli)
+  nija users|tokens|keys|limits|kill-switch|strategies|positions|certs|ledger export
+                              administration and accounting (services.admin_cli)
 """
 
 from __future__ import annotations

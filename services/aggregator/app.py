@@ -10,7 +10,8 @@ from nija.aggregator.v1 import aggregator_pb2_grpc
 from nija.common.v1 import common_pb2
 
 from services.aggregator.hub import Hub
-from services.aggregator.ledger import Ledger
+from services.aggregator.ledger import Ledger, WebhookStore
+from services.aggregator.notifications import Notifications, SenderSettings
 from services.aggregator.position_feed import PositionFeed
 from services.aggregator.servicer import AggregatorServicer
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
@@ -31,6 +32,14 @@ ACCESS: dict[str, Rule] = {
     # People watch and read their own orders; routers follow the orders they submitted.
     f"/{SERVICE_NAME}/WatchUpdates": user_scoped(lambda r: r.user_id, services=("router",)),
     f"/{SERVICE_NAME}/GetOrder": user_scoped(lambda r: r.user_id, services=("router",)),
+    f"/{SERVICE_NAME}/ListOrders": user_scoped(lambda r: r.user_id, services=("router",)),
+    f"/{SERVICE_NAME}/ListFills": user_scoped(lambda r: r.user_id, services=("router",)),
+    f"/{SERVICE_NAME}/GetDailySummary": user_scoped(lambda r: r.user_id, services=("router",)),
+    # Webhooks: users manage their own (admins may too).
+    f"/{SERVICE_NAME}/SetWebhook": user_scoped(lambda r: r.user_id),
+    f"/{SERVICE_NAME}/ListWebhooks": user_scoped(lambda r: r.user_id),
+    f"/{SERVICE_NAME}/DeleteWebhook": user_scoped(lambda r: r.user_id),
+    f"/{SERVICE_NAME}/ListDeliveries": user_scoped(lambda r: r.user_id),
 }
 
 
@@ -45,6 +54,13 @@ class Config:
     #: Authenticates callers, and receives every fill and final state (positions, reservations).
     permission_target: str = f"127.0.0.1:{DEFAULT_PORTS['permission']}"
     rpc_timeout_s: float = 5.0
+    #: Webhooks: each POST's timeout; attempts before a delivery is FAILED; the retry backoff
+    #: (exponential with jitter from base to cap); POSTs in flight at once.
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 10
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_cap_s: float = 300.0
+    webhook_concurrency: int = 8
 
     def __post_init__(self) -> None:
         if not self.database_path:
@@ -53,6 +69,19 @@ class Config:
             raise ConfigError(f"watcher_buffer must be at least 1, got {self.watcher_buffer}")
         if self.replay_page < 1:
             raise ConfigError(f"replay_page must be at least 1, got {self.replay_page}")
+        if not (self.webhook_timeout_s > 0 and self.webhook_max_attempts >= 1 and self.webhook_concurrency >= 1):
+            raise ConfigError("webhook_timeout_s must be positive, webhook_max_attempts and webhook_concurrency at least 1")
+        if not 0 < self.webhook_backoff_base_s <= self.webhook_backoff_cap_s:
+            raise ConfigError("webhook backoff: need 0 < webhook_backoff_base_s <= webhook_backoff_cap_s")
+
+    def webhook_settings(self) -> SenderSettings:
+        return SenderSettings(
+            timeout_s=self.webhook_timeout_s,
+            max_attempts=self.webhook_max_attempts,
+            backoff_base_s=self.webhook_backoff_base_s,
+            backoff_cap_s=self.webhook_backoff_cap_s,
+            concurrency=self.webhook_concurrency,
+        )
 
 
 class App:
@@ -64,7 +93,11 @@ class App:
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
         self.ledger = Ledger(config.database_path, on_commit=self._committed)
         self.feed = PositionFeed(self.ledger, self.permission.apply_execution)
-        self.servicer = AggregatorServicer(self.ledger, self.hub, config.replay_page)
+        # Webhooks: kill switch changes come from the permission service's WatchControls.
+        self.notifications = Notifications(
+            WebhookStore(self.ledger), config.webhook_settings(), controls=self.permission.watch_controls
+        )
+        self.servicer = AggregatorServicer(self.ledger, self.hub, config.replay_page, self.notifications)
         # Callers' tokens are checked by the permission service (cached briefly), unless the
         # caller of build_app injects another authority.
         self.interceptors = (AuthInterceptor(ACCESS, authenticate or self.permission.authenticator()),)
@@ -72,6 +105,7 @@ class App:
     def _committed(self, update: common_pb2.ExecutionUpdate) -> None:
         self.hub.publish(update)
         self.feed.wake()
+        self.notifications.wake()
 
     def register(self, server: grpc.aio.Server) -> None:
         aggregator_pb2_grpc.add_AggregatorServiceServicer_to_server(self.servicer, server)
@@ -80,9 +114,11 @@ class App:
         log.info("aggregator config", extra={"config": dataclasses.asdict(self.config)})
         await self.ledger.open()
         self.feed.start()
+        await self.notifications.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
+        await self.notifications.stop()
         await self.ledger.close()
         await self.permission.close()
 

@@ -17,14 +17,19 @@ placeholders) so a second backend can share it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
+import datetime
+import json
 import logging
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
 import grpc
@@ -41,8 +46,9 @@ from services.aggregator.rules import (
     split_fills,
     wire_decimal,
 )
-from services.domain.money import fmt, quantize_derived
-from services.domain.signal import PARENT_KEY, Side, Signal
+from services.domain.money import ZERO, fmt, quantize_derived
+from services.domain.positions import EXACT, Position, apply_fill
+from services.domain.signal import PARENT_KEY, Side, Signal, SignalProblem, check_id, check_pair
 from services.domain.states import TERMINAL, IllegalTransition, Status, check_transition
 from services.runtime.errors import ServiceError, invalid, not_found, precondition
 from services.runtime.wire import (
@@ -111,6 +117,8 @@ SCHEMA: tuple[str, ...] = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS fills_by_order ON fills (user_id, signal_id)",
+    # ListOrders: a user's orders newest first, paged by (created_at, signal_id).
+    "CREATE INDEX IF NOT EXISTS orders_by_user_created ON orders (user_id, created_at, signal_id)",
     """
     CREATE TABLE IF NOT EXISTS user_sequences (
         user_id       TEXT NOT NULL PRIMARY KEY,
@@ -164,7 +172,10 @@ def pending_update_id(signal_id: str) -> str:
 
 
 def _text(ts: timestamp_pb2.Timestamp) -> str:
-    return ts.ToJsonString()
+    # RFC 3339 UTC with all nine fraction digits: fixed width, so the stored text sorts (and
+    # compares with query bounds) in time order, which the variable-width ToJsonString does not
+    # ("...:00Z" sorts after "...:00.5Z"). Rows written before this held ToJsonString's form.
+    return f"{ts.ToJsonString()[:19]}.{ts.nanos:09d}Z"
 
 
 def _timestamp(text: str) -> timestamp_pb2.Timestamp:
@@ -693,3 +704,754 @@ class Ledger:
                 signal_id=signal_id,
             )
         return _order_pb(row)
+
+    async def list_orders(
+        self,
+        user_id: str,
+        statuses: Iterable[int] = (),
+        pair: str = "",
+        broker: str = "",
+        created_from: timestamp_pb2.Timestamp | None = None,
+        created_before: timestamp_pb2.Timestamp | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[aggregator_pb2.Order], str]:
+        """A page of the user's orders, newest first by (created_at, signal_id), and the token of
+        the next page ("" on the last one).
+
+        Keyset pagination: the token is where the page ended, so orders created meanwhile (newer,
+        hence before the cursor) neither shift nor repeat what the following pages return.
+        `statuses` are wire ExecutionStatus values; empty, "" and unset mean no filter.
+        """
+        query = _OrdersQuery(
+            user_id=_query_user(user_id),
+            statuses=_query_statuses(statuses),
+            pair=_query_pair(pair),
+            broker=_query_broker(broker),
+            created_from=_query_bound(created_from, "created_from"),
+            created_before=_query_bound(created_before, "created_before"),
+            page_size=_query_page_size(page_size),
+            after=_page_after(page_token) if page_token else None,
+        )
+        return await self._run(self._list_orders, query)
+
+    def _list_orders(self, query: _OrdersQuery) -> tuple[list[aggregator_pb2.Order], str]:
+        assert self._db is not None
+        where, params = ["user_id = ?"], [query.user_id]
+        if query.statuses:
+            where.append(f"status IN ({', '.join('?' for _ in query.statuses)})")
+            params.extend(query.statuses)
+        if query.pair:
+            where.append("pair = ?")
+            params.append(query.pair)
+        if query.broker:
+            where.append("broker = ?")
+            params.append(query.broker)
+        if query.created_from is not None:
+            where.append("created_at >= ?")
+            params.append(query.created_from)
+        if query.created_before is not None:
+            where.append("created_at < ?")
+            params.append(query.created_before)
+        if query.after is not None:
+            created_at, signal_id = query.after
+            where.append("(created_at < ? OR (created_at = ? AND signal_id < ?))")
+            params.extend((created_at, created_at, signal_id))
+        # created_at compares as text: fixed-width RFC 3339 (see _text), so in time order.
+        rows = self._db.execute(
+            f"SELECT * FROM orders WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, signal_id DESC LIMIT ?",
+            (*params, query.page_size + 1),
+        ).fetchall()
+        page = rows[: query.page_size]
+        more = len(rows) > query.page_size
+        token = _page_token(page[-1]["created_at"], page[-1]["signal_id"]) if more else ""
+        return [_order_pb(r) for r in page], token
+
+    async def list_fills(self, user_id: str, signal_id: str) -> list[aggregator_pb2.RecordedFill]:
+        """The order's fills in the order they were recorded (NOT_FOUND for an unknown order)."""
+        user_id = _query_user(user_id)
+        try:
+            check_id(signal_id, "signal_id")
+        except SignalProblem as problem:
+            raise invalid("BAD_SIGNAL_ID", str(problem), field="signal_id") from None
+        return await self._run(self._list_fills, user_id, signal_id)
+
+    def _list_fills(self, user_id: str, signal_id: str) -> list[aggregator_pb2.RecordedFill]:
+        assert self._db is not None
+        self._get_order(user_id, signal_id)  # NOT_FOUND
+        # rowid: insertion order, which within one update is the order of its fills.
+        rows = self._db.execute(
+            "SELECT f.broker, f.venue_trade_id, f.sequence, f.price, f.quantity, f.fee,"
+            " f.fee_currency, u.body FROM fills f"
+            " JOIN updates u ON u.user_id = f.user_id AND u.sequence = f.sequence"
+            " WHERE f.user_id = ? AND f.signal_id = ? ORDER BY f.sequence, f.rowid",
+            (user_id, signal_id),
+        ).fetchall()
+        carried: dict[int, dict[str, common_pb2.Fill]] = {}
+        recorded: list[aggregator_pb2.RecordedFill] = []
+        for r in rows:
+            if r["sequence"] not in carried:
+                body = common_pb2.ExecutionUpdate.FromString(r["body"])
+                carried[r["sequence"]] = {f.venue_trade_id: f for f in body.fills}
+            # Figures as the ledger counted them; liquidity and time as the venue reported them.
+            sent = carried[r["sequence"]].get(r["venue_trade_id"], common_pb2.Fill())
+            pb = common_pb2.Fill(
+                venue_trade_id=r["venue_trade_id"],
+                price=r["price"],
+                quantity=r["quantity"],
+                fee=r["fee"],
+                fee_currency=r["fee_currency"],
+                liquidity=sent.liquidity,
+            )
+            if sent.HasField("time"):
+                pb.time.CopyFrom(sent.time)
+            recorded.append(
+                aggregator_pb2.RecordedFill(
+                    signal_id=signal_id, broker=r["broker"], sequence=r["sequence"], fill=pb
+                )
+            )
+        return recorded
+
+    async def daily_summary(self, user_id: str, day: str = "") -> aggregator_pb2.GetDailySummaryResponse:
+        """The user's figures for one UTC day ("YYYY-MM-DD"; "" = today), by broker."""
+        user_id = _query_user(user_id)
+        if day:
+            when = _parse_day(day)
+        else:
+            when = self._clock().ToDatetime(tzinfo=datetime.timezone.utc).date()
+        return await self._run(self._daily_summary, user_id, when)
+
+    def _daily_summary(self, user_id: str, day: datetime.date) -> aggregator_pb2.GetDailySummaryResponse:
+        assert self._db is not None
+        try:
+            # Text bounds: "YYYY-MM-DD" sorts before every instant of that day and after every
+            # instant of the day before, whatever the fraction digits of the stored times.
+            start, end = day.isoformat(), (day + datetime.timedelta(days=1)).isoformat()
+        except OverflowError:
+            raise invalid("BAD_DAY", f"no day after {day.isoformat()}", field="day") from None
+        figures: dict[str, _BrokerFigures] = {}
+
+        def of(broker: str) -> _BrokerFigures:
+            return figures.setdefault(broker, _BrokerFigures())
+
+        # Orders by the day they were created, under the broker they went to ("" never routed).
+        for r in self._db.execute(
+            "SELECT broker, COUNT(*) AS n FROM orders"
+            " WHERE user_id = ? AND created_at >= ? AND created_at < ? GROUP BY broker",
+            (user_id, start, end),
+        ):
+            of(r["broker"]).orders += int(r["n"])
+
+        # A fill belongs to the day the ledger recorded it (its update's recorded_at, the ledger's
+        # own clock, always present), not to the venue's fill time (optional, another clock): a
+        # fill done at 23:59:59.9 and recorded at 00:00:00.1 counts on the later day.
+        #
+        # Realized PnL: every fill of the user up to the end of the day, in sequence order,
+        # through one average-cost position per pair (across brokers), as the permission service
+        # books positions; each fill's realized delta goes to its own broker, counted if the fill
+        # was recorded on the day.
+        positions: dict[str, Position] = {}
+        rows = self._db.execute(
+            "SELECT f.broker, f.price, f.quantity, f.fee, o.pair, o.side, u.recorded_at FROM fills f"
+            " JOIN updates u ON u.user_id = f.user_id AND u.sequence = f.sequence"
+            " JOIN orders o ON o.user_id = f.user_id AND o.signal_id = f.signal_id"
+            " WHERE f.user_id = ? AND u.recorded_at < ? ORDER BY f.sequence, f.rowid",
+            (user_id, end),
+        )
+        with localcontext(EXACT):
+            for r in rows:
+                price, quantity, fee = Decimal(r["price"]), Decimal(r["quantity"]), Decimal(r["fee"])
+                pair = r["pair"]
+                position, realized = apply_fill(
+                    positions.get(pair) or Position(pair), Side(r["side"]), price, quantity, fee
+                )
+                positions[pair] = position
+                if r["recorded_at"] < start:
+                    continue
+                broker = of(r["broker"])
+                broker.fills += 1
+                broker.traded_notional += price * quantity
+                broker.fees += fee
+                broker.realized_pnl += realized
+
+            total = _BrokerFigures()
+            for f in figures.values():
+                total.orders += f.orders
+                total.fills += f.fills
+                total.traded_notional += f.traded_notional
+                total.fees += f.fees
+                total.realized_pnl += f.realized_pnl
+        return aggregator_pb2.GetDailySummaryResponse(
+            day=day.isoformat(),
+            brokers=[f.pb(broker) for broker, f in sorted(figures.items())],
+            total=total.pb(""),
+        )
+
+
+# -- query helpers ----------------------------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_MAX_BROKER = 64
+_MAX_PAGE_TOKEN = 1024
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class _OrdersQuery:
+    user_id: str
+    statuses: tuple[str, ...]
+    pair: str
+    broker: str
+    created_from: str | None
+    created_before: str | None
+    page_size: int
+    #: (created_at, signal_id) of the last order of the previous page.
+    after: tuple[str, str] | None
+
+
+@dataclasses.dataclass
+class _BrokerFigures:
+    orders: int = 0
+    fills: int = 0
+    traded_notional: Decimal = ZERO
+    fees: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+
+    def pb(self, broker: str) -> aggregator_pb2.BrokerSummary:
+        return aggregator_pb2.BrokerSummary(
+            broker=broker,
+            orders=self.orders,
+            fills=self.fills,
+            traded_notional=fmt(self.traded_notional),
+            fees=fmt(self.fees),
+            realized_pnl=fmt(self.realized_pnl),
+        )
+
+
+def _query_user(user_id: str) -> str:
+    if not user_id:
+        raise invalid("BAD_USER_ID", "user_id is required", field="user_id")
+    try:
+        return check_id(user_id, "user_id")
+    except SignalProblem as problem:
+        raise invalid("BAD_USER_ID", str(problem), field="user_id") from None
+
+
+def _query_statuses(statuses: Iterable[int]) -> tuple[str, ...]:
+    wanted: set[str] = set()
+    for value in statuses:
+        status = STATUS_FROM_PB.get(value)
+        if status is None:
+            raise invalid(
+                "BAD_STATUSES",
+                f"statuses must be known ExecutionStatus values other than UNSPECIFIED, got {value}",
+                field="statuses",
+            )
+        wanted.add(status.value)
+    return tuple(sorted(wanted))
+
+
+def _query_pair(pair: str) -> str:
+    if not pair:
+        return ""
+    try:
+        return check_pair(pair)
+    except SignalProblem as problem:
+        raise invalid("BAD_PAIR", str(problem), field="pair") from None
+
+
+def _query_broker(broker: str) -> str:
+    if len(broker) > _MAX_BROKER:
+        raise invalid("BAD_BROKER", f"broker must be at most {_MAX_BROKER} characters", field="broker")
+    return broker
+
+
+def _query_bound(ts: timestamp_pb2.Timestamp | None, field: str) -> str | None:
+    if ts is None or _is_unset(ts):
+        return None
+    try:
+        return _text(ts)
+    except ValueError as exc:
+        raise invalid(f"BAD_{field.upper()}", str(exc), field=field) from None
+
+
+def _query_page_size(page_size: int) -> int:
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise invalid(
+            "BAD_PAGE_SIZE", f"page_size must be at most {MAX_PAGE_SIZE}, got {page_size}", field="page_size"
+        )
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def _page_token(created_at: str, signal_id: str) -> str:
+    raw = json.dumps({"c": created_at, "s": signal_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_after(token: str) -> tuple[str, str]:
+    """The (created_at, signal_id) a page token holds; INVALID_ARGUMENT BAD_PAGE_TOKEN if it is
+    not one this ledger wrote."""
+    try:
+        if len(token) > _MAX_PAGE_TOKEN:
+            raise ValueError("too long")
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        data = json.loads(raw)
+        created_at, signal_id = data["c"], data["s"]
+        if not isinstance(created_at, str) or not isinstance(signal_id, str):
+            raise ValueError("not strings")
+        _timestamp(created_at)  # ValueError unless an RFC 3339 time
+        check_id(signal_id, "signal_id")
+    except (ValueError, KeyError, TypeError, binascii.Error, SignalProblem):
+        raise invalid("BAD_PAGE_TOKEN", "page_token is not a token this service issued", field="page_token") from None
+    return created_at, signal_id
+
+
+def _parse_day(day: str) -> datetime.date:
+    try:
+        if not _DAY_RE.fullmatch(day):
+            raise ValueError(day)
+        return datetime.date.fromisoformat(day)
+    except ValueError:
+        raise invalid("BAD_DAY", f"day must be a date YYYY-MM-DD, got {day[:40]!r}", field="day") from None
+
+
+# =================================================================================================
+# Webhook notifications: the webhooks and their outbox (the deliveries), in the ledger's database.
+# The rules, the sender and the wire live in services/aggregator/notifications.py; this is the
+# storage only. Everything runs on the ledger's database thread (reads through `_run`, writes
+# through `_write`, group-committed with the ledger's own writes), and every write here is a few
+# rows: the ledger's writers never wait on an HTTP receiver.
+# =================================================================================================
+
+#: The ledger feed (see `Ledger.feed`) the outbox follows to turn updates into deliveries.
+OUTBOX_FEED = "webhook-outbox"
+
+#: Events and delivery statuses as stored (the event is also the X-Nija-Event header value).
+NOTIFICATION_EVENTS: dict[str, int] = {
+    "fill": aggregator_pb2.NOTIFICATION_EVENT_FILL,
+    "rejected": aggregator_pb2.NOTIFICATION_EVENT_REJECTED,
+    "kill_switch": aggregator_pb2.NOTIFICATION_EVENT_KILL_SWITCH,
+}
+DELIVERY_STATUSES: dict[str, int] = {
+    "pending": aggregator_pb2.DELIVERY_STATUS_PENDING,
+    "delivered": aggregator_pb2.DELIVERY_STATUS_DELIVERED,
+    "failed": aggregator_pb2.DELIVERY_STATUS_FAILED,
+}
+
+WEBHOOK_SCHEMA: tuple[str, ...] = (
+    # A user's endpoints. `events` is the chosen event names, comma separated. `since_position` is
+    # the last update (rowid) recorded before the webhook was created: it is told of later ones
+    # only. Times are unix seconds. The secret is kept as is: signing needs it.
+    """
+    CREATE TABLE IF NOT EXISTS webhooks (
+        webhook_id     TEXT NOT NULL PRIMARY KEY,
+        user_id        TEXT NOT NULL,
+        url            TEXT NOT NULL,
+        events         TEXT NOT NULL,
+        secret         TEXT NOT NULL,
+        since_position BIGINT NOT NULL,
+        created_at     DOUBLE PRECISION NOT NULL,
+        updated_at     DOUBLE PRECISION NOT NULL,
+        UNIQUE (user_id, url)
+    )
+    """,
+    # The outbox: one row per (webhook, event), whatever the number of attempts. `event_key` makes
+    # enqueueing idempotent ("fill:<sequence>", "rejected:<sequence>", "kill_switch:<change id>");
+    # `payload` is the event's JSON object (the update, or the kill switch change); `position`
+    # numbers the rows in insertion order (taken inside the single-writer transaction).
+    """
+    CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        delivery_id     TEXT NOT NULL PRIMARY KEY,
+        position        BIGINT NOT NULL UNIQUE,
+        webhook_id      TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        event_key       TEXT NOT NULL,
+        sequence        BIGINT NOT NULL,
+        payload         TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        last_error      TEXT NOT NULL,
+        next_attempt_at DOUBLE PRECISION,
+        delivered_at    DOUBLE PRECISION,
+        created_at      DOUBLE PRECISION NOT NULL,
+        UNIQUE (webhook_id, event_key)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_by_user ON webhook_deliveries (user_id, position)",
+    "CREATE INDEX IF NOT EXISTS deliveries_by_webhook ON webhook_deliveries (webhook_id, position)",
+    # A new outbox starts at the end of the ledger: no webhook existed before it. ("WHERE true":
+    # SQLite's parser needs it between a SELECT and ON CONFLICT.)
+    f"""
+    INSERT INTO feed_cursors (name, position)
+    SELECT '{OUTBOX_FEED}', COALESCE(MAX(rowid), 0) FROM updates WHERE true
+    ON CONFLICT (name) DO NOTHING
+    """,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EventToSend:
+    """An event the outbox found in an update, for the user's webhooks subscribed to it."""
+
+    position: int  # the update's feed position: webhooks created after it are not told
+    user_id: str
+    sequence: int
+    event: str
+    payload: str  # JSON object
+
+
+@dataclasses.dataclass(frozen=True)
+class DueDelivery:
+    """A pending delivery whose time has come, with what sending it needs."""
+
+    delivery_id: str
+    webhook_id: str
+    user_id: str
+    url: str
+    secret: str
+    event: str
+    payload: str
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """The outcome of one attempt, as recorded."""
+
+    delivery_id: str
+    status: str  # "delivered", "pending" (to retry) or "failed" (given up)
+    attempts: int
+    last_error: str
+    next_attempt_at: float | None
+    delivered_at: float | None
+
+
+def _seconds_pb(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+def _event_names(column: str) -> list[str]:
+    return [e for e in column.split(",") if e]
+
+
+def _webhook_pb(row: sqlite3.Row) -> aggregator_pb2.Webhook:
+    return aggregator_pb2.Webhook(
+        webhook_id=row["webhook_id"],
+        user_id=row["user_id"],
+        url=row["url"],
+        events=[NOTIFICATION_EVENTS[e] for e in _event_names(row["events"])],
+        created_at=_seconds_pb(row["created_at"]),
+        updated_at=_seconds_pb(row["updated_at"]),
+    )
+
+
+def _delivery_pb(row: sqlite3.Row) -> aggregator_pb2.Delivery:
+    return aggregator_pb2.Delivery(
+        delivery_id=row["delivery_id"],
+        webhook_id=row["webhook_id"],
+        event=NOTIFICATION_EVENTS[row["event"]],
+        sequence=row["sequence"],
+        status=DELIVERY_STATUSES[row["status"]],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        next_attempt_at=_seconds_pb(row["next_attempt_at"]),
+        delivered_at=_seconds_pb(row["delivered_at"]),
+        created_at=_seconds_pb(row["created_at"]),
+    )
+
+
+def _new_delivery_id() -> str:
+    return "dlv_" + os.urandom(12).hex()
+
+
+def _insert_delivery(
+    db: sqlite3.Connection, webhook_id: str, user_id: str, event: str, event_key: str,
+    sequence: int, payload: str, now: float,
+) -> bool:
+    (position,) = db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM webhook_deliveries").fetchone()
+    cursor = db.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, position, webhook_id, user_id, event, event_key,"
+        " sequence, payload, status, attempts, last_error, next_attempt_at, delivered_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, '', ?, NULL, ?)"
+        " ON CONFLICT (webhook_id, event_key) DO NOTHING",
+        (_new_delivery_id(), position, webhook_id, user_id, event, event_key, sequence, payload, now, now),
+    )
+    return cursor.rowcount == 1
+
+
+class WebhookStore:
+    """The webhook tables, on the ledger's database thread. `await open()` after the ledger's."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def _db(self) -> sqlite3.Connection:
+        db = self._ledger._db
+        assert db is not None
+        return db
+
+    async def open(self) -> WebhookStore:
+        await self._ledger._write(self._create_tables)
+        return self
+
+    @staticmethod
+    def _create_tables(db: sqlite3.Connection) -> tuple[None, list[common_pb2.ExecutionUpdate]]:
+        for statement in WEBHOOK_SCHEMA:
+            db.execute(statement)
+        return None, []
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    async def set_webhook(
+        self, webhook_id: str, user_id: str, url: str, events: Sequence[str], secret: str,
+        now: float, max_per_user: int,
+    ) -> tuple[aggregator_pb2.Webhook, bool]:
+        """Create the user's webhook for `url` (with `webhook_id`), or replace its events and
+        secret; returns it and whether it was created."""
+        return await self._ledger._write(
+            self._set_webhook, webhook_id, user_id, url, ",".join(events), secret, now, max_per_user
+        )
+
+    @staticmethod
+    def _set_webhook(
+        db: sqlite3.Connection, webhook_id: str, user_id: str, url: str, events: str, secret: str,
+        now: float, max_per_user: int,
+    ) -> tuple[tuple[aggregator_pb2.Webhook, bool], list[common_pb2.ExecutionUpdate]]:
+        row = db.execute(
+            "SELECT webhook_id FROM webhooks WHERE user_id = ? AND url = ?", (user_id, url)
+        ).fetchone()
+        created = row is None
+        if created:
+            (count,) = db.execute("SELECT COUNT(*) FROM webhooks WHERE user_id = ?", (user_id,)).fetchone()
+            if count >= max_per_user:
+                raise precondition(
+                    "TOO_MANY_WEBHOOKS",
+                    f"user {user_id!r} has {count} webhooks, the most allowed; delete one first",
+                    limit=str(max_per_user),
+                )
+            (since,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM updates").fetchone()
+            db.execute(
+                "INSERT INTO webhooks (webhook_id, user_id, url, events, secret, since_position,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (webhook_id, user_id, url, events, secret, since, now, now),
+            )
+        else:
+            webhook_id = row["webhook_id"]
+            db.execute(
+                "UPDATE webhooks SET events = ?, secret = ?, updated_at = ? WHERE webhook_id = ?",
+                (events, secret, now, webhook_id),
+            )
+        stored = db.execute("SELECT * FROM webhooks WHERE webhook_id = ?", (webhook_id,)).fetchone()
+        return (_webhook_pb(stored), created), []
+
+    async def list_webhooks(self, user_id: str) -> list[aggregator_pb2.Webhook]:
+        return await self._ledger._run(self._list_webhooks, user_id)
+
+    def _list_webhooks(self, user_id: str) -> list[aggregator_pb2.Webhook]:
+        rows = self._db().execute(
+            "SELECT * FROM webhooks WHERE user_id = ? ORDER BY created_at, webhook_id", (user_id,)
+        ).fetchall()
+        return [_webhook_pb(r) for r in rows]
+
+    async def delete_webhook(self, user_id: str, webhook_id: str) -> None:
+        """Delete the webhook and its deliveries; NOT_FOUND unless it is the user's."""
+        await self._ledger._write(self._delete_webhook, user_id, webhook_id)
+
+    @staticmethod
+    def _delete_webhook(
+        db: sqlite3.Connection, user_id: str, webhook_id: str
+    ) -> tuple[None, list[common_pb2.ExecutionUpdate]]:
+        deleted = db.execute(
+            "DELETE FROM webhooks WHERE webhook_id = ? AND user_id = ?", (webhook_id, user_id)
+        ).rowcount
+        if not deleted:
+            raise _webhook_not_found(user_id, webhook_id)
+        db.execute("DELETE FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+        return None, []
+
+    # -- deliveries: the outbox -----------------------------------------------------------------
+
+    async def outbox_cursor(self) -> int:
+        """Where the outbox's persisted cursor stands (the last update position it handled)."""
+        return await self._ledger._run(self._outbox_cursor)
+
+    def _outbox_cursor(self) -> int:
+        row = self._db().execute("SELECT position FROM feed_cursors WHERE name = ?", (OUTBOX_FEED,)).fetchone()
+        return row["position"] if row else 0
+
+    async def outbox_batch(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, common_pb2.ExecutionUpdate]], dict[str, set[str]]]:
+        """The updates after position `after` that `Ledger.feed` would give (fills, final states,
+        creations), and the events their users' webhooks are subscribed to (users without
+        webhooks left out)."""
+        return await self._ledger._run(self._outbox_batch, after, limit)
+
+    def _outbox_batch(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, common_pb2.ExecutionUpdate]], dict[str, set[str]]]:
+        rows = [
+            (r["position"], common_pb2.ExecutionUpdate.FromString(r["body"]))
+            for r in self._db().execute(_FEED_QUERY, (after, limit)).fetchall()
+        ]
+        users = sorted({u.user_id for _, u in rows})
+        subscribed: dict[str, set[str]] = {}
+        for start in range(0, len(users), 500):
+            chunk = users[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in self._db().execute(
+                f"SELECT user_id, events FROM webhooks WHERE user_id IN ({marks})", chunk
+            ).fetchall():
+                subscribed.setdefault(r["user_id"], set()).update(_event_names(r["events"]))
+        return rows, subscribed
+
+    async def enqueue_updates(self, position: int, events: Sequence[EventToSend], now: float) -> int:
+        """Deliveries for `events` to each of their user's webhooks subscribed to them (created
+        before the update), and the outbox cursor moved to `position`, in one write. Idempotent:
+        an event enqueued again (a cursor persisted late) adds nothing. Returns how many
+        deliveries were created."""
+        return await self._ledger._write(self._enqueue_updates, position, list(events), now)
+
+    @staticmethod
+    def _enqueue_updates(
+        db: sqlite3.Connection, position: int, events: list[EventToSend], now: float
+    ) -> tuple[int, list[common_pb2.ExecutionUpdate]]:
+        created = 0
+        hooks: dict[str, list[sqlite3.Row]] = {}
+        for e in events:
+            if e.user_id not in hooks:
+                hooks[e.user_id] = db.execute(
+                    "SELECT webhook_id, events, since_position FROM webhooks WHERE user_id = ?",
+                    (e.user_id,),
+                ).fetchall()
+            for hook in hooks[e.user_id]:
+                if e.event in _event_names(hook["events"]) and hook["since_position"] < e.position:
+                    created += _insert_delivery(
+                        db, hook["webhook_id"], e.user_id, e.event, f"{e.event}:{e.sequence}",
+                        e.sequence, e.payload, now,
+                    )
+        Ledger._advance_feed(db, OUTBOX_FEED, position)
+        return created, []
+
+    async def enqueue_kill_switch(self, user_id: str | None, change_id: str, payload: str, now: float) -> int:
+        """A kill switch change for the webhooks subscribed to kill switches: the user's, or every
+        user's (`user_id` None: the global switch). Returns how many deliveries were created."""
+        return await self._ledger._write(self._enqueue_kill_switch, user_id, change_id, payload, now)
+
+    @staticmethod
+    def _enqueue_kill_switch(
+        db: sqlite3.Connection, user_id: str | None, change_id: str, payload: str, now: float
+    ) -> tuple[int, list[common_pb2.ExecutionUpdate]]:
+        if user_id is None:
+            rows = db.execute("SELECT webhook_id, user_id, events FROM webhooks").fetchall()
+        else:
+            rows = db.execute(
+                "SELECT webhook_id, user_id, events FROM webhooks WHERE user_id = ?", (user_id,)
+            ).fetchall()
+        created = 0
+        for hook in rows:
+            if "kill_switch" in _event_names(hook["events"]):
+                created += _insert_delivery(
+                    db, hook["webhook_id"], hook["user_id"], "kill_switch", f"kill_switch:{change_id}",
+                    0, payload, now,
+                )
+        return created, []
+
+    # -- deliveries: the sender -----------------------------------------------------------------
+
+    async def due_webhooks(self, now: float) -> list[str]:
+        """Webhooks with a pending delivery due at `now`, the longest waiting first."""
+        return await self._ledger._run(self._due_webhooks, now)
+
+    def _due_webhooks(self, now: float) -> list[str]:
+        rows = self._db().execute(
+            "SELECT webhook_id, MIN(next_attempt_at) AS due FROM webhook_deliveries"
+            " WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY webhook_id ORDER BY due",
+            (now,),
+        ).fetchall()
+        return [r["webhook_id"] for r in rows]
+
+    async def due_deliveries(self, webhook_id: str, now: float, limit: int) -> list[DueDelivery]:
+        """A webhook's pending deliveries due at `now`, oldest due first."""
+        return await self._ledger._run(self._due_deliveries, webhook_id, now, limit)
+
+    def _due_deliveries(self, webhook_id: str, now: float, limit: int) -> list[DueDelivery]:
+        rows = self._db().execute(
+            "SELECT d.delivery_id, d.webhook_id, d.user_id, w.url, w.secret, d.event, d.payload,"
+            " d.attempts FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
+            " WHERE d.webhook_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+            " ORDER BY d.next_attempt_at, d.position LIMIT ?",
+            (webhook_id, now, limit),
+        ).fetchall()
+        return [
+            DueDelivery(r["delivery_id"], r["webhook_id"], r["user_id"], r["url"], r["secret"], r["event"],
+                        r["payload"], r["attempts"])
+            for r in rows
+        ]
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending delivery is due (None: nothing is pending)."""
+        return await self._ledger._run(self._next_due_at)
+
+    def _next_due_at(self) -> float | None:
+        (due,) = self._db().execute(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
+        ).fetchone()
+        return due
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        await self._ledger._write(self._record_attempt, attempt)
+
+    @staticmethod
+    def _record_attempt(db: sqlite3.Connection, a: Attempt) -> tuple[None, list[common_pb2.ExecutionUpdate]]:
+        # Still pending: a delivery deleted meanwhile (with its webhook) stays deleted.
+        db.execute(
+            "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_error = ?,"
+            " next_attempt_at = ?, delivered_at = ? WHERE delivery_id = ? AND status = 'pending'",
+            (a.status, a.attempts, a.last_error, a.next_attempt_at, a.delivered_at, a.delivery_id),
+        )
+        return None, []
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def list_deliveries(
+        self, user_id: str, webhook_id: str, page_size: int, after: int | None
+    ) -> tuple[list[aggregator_pb2.Delivery], int | None]:
+        """A page of the user's deliveries (of one webhook when `webhook_id`), newest first,
+        before position `after` when given; and where the next page starts (None: no more)."""
+        return await self._ledger._run(self._list_deliveries, user_id, webhook_id, page_size, after)
+
+    def _list_deliveries(
+        self, user_id: str, webhook_id: str, page_size: int, after: int | None
+    ) -> tuple[list[aggregator_pb2.Delivery], int | None]:
+        db = self._db()
+        if webhook_id and db.execute(
+            "SELECT 1 FROM webhooks WHERE webhook_id = ? AND user_id = ?", (webhook_id, user_id)
+        ).fetchone() is None:
+            raise _webhook_not_found(user_id, webhook_id)
+        sql = "SELECT * FROM webhook_deliveries WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if webhook_id:
+            sql += " AND webhook_id = ?"
+            params.append(webhook_id)
+        if after is not None:
+            sql += " AND position < ?"
+            params.append(after)
+        rows = db.execute(sql + " ORDER BY position DESC LIMIT ?", (*params, page_size + 1)).fetchall()
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        return [_delivery_pb(r) for r in rows], (rows[-1]["position"] if more else None)
+
+
+def _webhook_not_found(user_id: str, webhook_id: str) -> ServiceError:
+    return not_found(
+        "WEBHOOK_NOT_FOUND", f"no webhook {webhook_id!r} for user {user_id!r}", webhook_id=webhook_id
+    )

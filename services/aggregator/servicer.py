@@ -9,13 +9,15 @@ from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
 from services.aggregator.hub import Hub
 from services.aggregator.ledger import Ledger
+from services.aggregator.notifications import Notifications
 from services.aggregator.watch import watch
 from services.runtime.errors import invalid, stream, unary
 
 
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
-    def __init__(self, ledger: Ledger, hub: Hub, replay_page: int) -> None:
+    def __init__(self, ledger: Ledger, hub: Hub, replay_page: int, notifications: Notifications) -> None:
         self._ledger = ledger
+        self._notifications = notifications
         self._hub = hub
         self._replay_page = replay_page
 
@@ -58,3 +60,66 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
     ) -> aggregator_pb2.GetOrderResponse:
         order = await self._ledger.get_order(request.user_id, request.signal_id)
         return aggregator_pb2.GetOrderResponse(order=order)
+
+    @unary
+    async def ListOrders(
+        self, request: aggregator_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.ListOrdersResponse:
+        orders, next_page_token = await self._ledger.list_orders(
+            request.user_id,
+            request.statuses,
+            request.pair,
+            request.broker,
+            request.created_from if request.HasField("created_from") else None,
+            request.created_before if request.HasField("created_before") else None,
+            request.page_size,
+            request.page_token,
+        )
+        return aggregator_pb2.ListOrdersResponse(orders=orders, next_page_token=next_page_token)
+
+    @unary
+    async def ListFills(
+        self, request: aggregator_pb2.ListFillsRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.ListFillsResponse:
+        fills = await self._ledger.list_fills(request.user_id, request.signal_id)
+        return aggregator_pb2.ListFillsResponse(fills=fills)
+
+    @unary
+    async def GetDailySummary(
+        self, request: aggregator_pb2.GetDailySummaryRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.GetDailySummaryResponse:
+        return await self._ledger.daily_summary(request.user_id, request.day)
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    @unary
+    async def SetWebhook(
+        self, request: aggregator_pb2.SetWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.SetWebhookResponse:
+        webhook, secret, created = await self._notifications.set_webhook(
+            request.user_id, request.url, request.events
+        )
+        return aggregator_pb2.SetWebhookResponse(webhook=webhook, secret=secret, created=created)
+
+    @unary
+    async def ListWebhooks(
+        self, request: aggregator_pb2.ListWebhooksRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.ListWebhooksResponse:
+        webhooks = await self._notifications.list_webhooks(request.user_id)
+        return aggregator_pb2.ListWebhooksResponse(webhooks=webhooks)
+
+    @unary
+    async def DeleteWebhook(
+        self, request: aggregator_pb2.DeleteWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.DeleteWebhookResponse:
+        await self._notifications.delete_webhook(request.user_id, request.webhook_id)
+        return aggregator_pb2.DeleteWebhookResponse()
+
+    @unary
+    async def ListDeliveries(
+        self, request: aggregator_pb2.ListDeliveriesRequest, context: grpc.aio.ServicerContext
+    ) -> aggregator_pb2.ListDeliveriesResponse:
+        deliveries, next_page_token = await self._notifications.list_deliveries(
+            request.user_id, request.webhook_id, request.page_size, request.page_token
+        )
+        return aggregator_pb2.ListDeliveriesResponse(deliveries=deliveries, next_page_token=next_page_token)

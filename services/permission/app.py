@@ -46,7 +46,8 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/Authenticate": services_only(*_SERVICES),
     # Each executor for its own broker only: checked again by the servicer against the request.
     f"/{SERVICE_NAME}/GetCredentials": services_only(*_EXECUTORS),
-    f"/{SERVICE_NAME}/WatchControls": services_only(*_EXECUTORS),
+    # Executors stop trading on a kill switch; the aggregator notifies users' webhooks of it.
+    f"/{SERVICE_NAME}/WatchControls": services_only(*_EXECUTORS, "aggregator"),
     **{
         f"/{ADMIN_SERVICE_NAME}/{method}": admin_only()
         for method in (

@@ -56,6 +56,41 @@ class AggregatorServiceStub:
                 request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderRequest.SerializeToString,
                 response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/ListOrders',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.ListFills = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/ListFills',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsResponse.FromString,
+                _registered_method=True)
+        self.GetDailySummary = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/GetDailySummary',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryResponse.FromString,
+                _registered_method=True)
+        self.SetWebhook = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/SetWebhook',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/ListWebhooks',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/DeleteWebhook',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/nija.aggregator.v1.AggregatorService/ListDeliveries',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class AggregatorServiceServicer:
@@ -95,6 +130,57 @@ class AggregatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrders(self, request, context):
+        """A user's orders, newest first, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFills(self, request, context):
+        """An order's fills, in the order they were recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDailySummary(self, request, context):
+        """A user's figures for one UTC day, by broker: orders, fills, traded notional, fees, realized PnL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWebhook(self, request, context):
+        """Webhooks (notifications): a user's HTTP endpoints, POSTed a signed JSON body for each event
+        they chose. Creates the user's webhook for this url, or replaces it (new events, new secret).
+        The signing secret is in this response only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """A user's webhooks, without their secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """Removes a webhook and its deliveries; nothing more is sent to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """A user's deliveries (one per webhook and event), newest first, paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +203,41 @@ def add_AggregatorServiceServicer_to_server(servicer, server):
                     servicer.GetOrder,
                     request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderRequest.FromString,
                     response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'ListFills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFills,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsResponse.SerializeToString,
+            ),
+            'GetDailySummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDailySummary,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryResponse.SerializeToString,
+            ),
+            'SetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWebhook,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +350,195 @@ class AggregatorService:
             '/nija.aggregator.v1.AggregatorService/GetOrder',
             nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderRequest.SerializeToString,
             nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/ListOrders',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/ListFills',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListFillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDailySummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/GetDailySummary',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.GetDailySummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/SetWebhook',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.SetWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/ListWebhooks',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/DeleteWebhook',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.aggregator.v1.AggregatorService/ListDeliveries',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.ListDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
