@@ -17,7 +17,7 @@ from services.aggregator.servicer import AggregatorServicer
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.permission.client import PermissionClient
 from services.runtime.auth import Authenticate, AuthInterceptor, Rule, services_only, user_scoped
-from services.runtime.config import ConfigError
+from services.runtime.config import ConfigError, redact_url
 from services.runtime.security import Security
 from services.runtime.server import Health
 
@@ -47,6 +47,9 @@ ACCESS: dict[str, Rule] = {
 class Config:
     #: The SQLite ledger file (its directory is created at start).
     database_path: str = "var/aggregator.db"
+    #: PostgreSQL (postgresql://...) instead of the SQLite file; `nija serve` takes it from
+    #: NIJA_DATABASE_URL.
+    database_url: str = ""
     #: Live updates buffered per watcher before it is cut off with WATCHER_TOO_SLOW.
     watcher_buffer: int = 1000
     #: Updates read per query while replaying a watcher's history.
@@ -91,7 +94,7 @@ class App:
         self.config = config
         self.hub = Hub(config.watcher_buffer)
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
-        self.ledger = Ledger(config.database_path, on_commit=self._committed)
+        self.ledger = Ledger(config.database_url or config.database_path, on_commit=self._committed)
         self.feed = PositionFeed(self.ledger, self.permission.apply_execution)
         # Webhooks: kill switch changes come from the permission service's WatchControls.
         self.notifications = Notifications(
@@ -111,7 +114,8 @@ class App:
         aggregator_pb2_grpc.add_AggregatorServiceServicer_to_server(self.servicer, server)
 
     async def start(self, health: Health) -> None:
-        log.info("aggregator config", extra={"config": dataclasses.asdict(self.config)})
+        config = dataclasses.asdict(self.config) | {"database_url": redact_url(self.config.database_url)}
+        log.info("aggregator config", extra={"config": config})
         await self.ledger.open()
         self.feed.start()
         await self.notifications.start()

@@ -10,8 +10,8 @@ Committed updates are handed to `on_commit` on the event loop in commit order: t
 from the database thread right after COMMIT, before the caller's answer, so live watchers see each
 user's updates in sequence order and no later than the writer does.
 
-The SQL sticks to what PostgreSQL also understands (apart from the PRAGMAs and the `?`
-placeholders) so a second backend can share it.
+The database is the SQLite file (the embedded default) or PostgreSQL (a postgresql:// URL from
+NIJA_DATABASE_URL, services.aggregator.backends); the SQL is written once for both.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from google.protobuf import timestamp_pb2
 from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2
 
+from services.aggregator.backends import connect, is_postgres, schema_words
 from services.aggregator.rules import (
     Change,
     FillEntry,
@@ -69,7 +70,7 @@ SCHEMA: tuple[str, ...] = (
     CREATE TABLE IF NOT EXISTS orders (
         user_id         TEXT NOT NULL,
         signal_id       TEXT NOT NULL,
-        signal          BLOB NOT NULL,
+        signal          {blob} NOT NULL,
         pair            TEXT NOT NULL,
         side            TEXT NOT NULL,
         status          TEXT NOT NULL,
@@ -89,6 +90,7 @@ SCHEMA: tuple[str, ...] = (
     # update_id is unique per user: writers derive it from the signal_id, which is per user.
     """
     CREATE TABLE IF NOT EXISTS updates (
+        {rowid}
         user_id     TEXT NOT NULL,
         sequence    BIGINT NOT NULL,
         update_id   TEXT NOT NULL,
@@ -96,7 +98,7 @@ SCHEMA: tuple[str, ...] = (
         status      TEXT NOT NULL,
         broker      TEXT NOT NULL,
         recorded_at TEXT NOT NULL,
-        body        BLOB NOT NULL,
+        body        {blob} NOT NULL,
         PRIMARY KEY (user_id, sequence),
         UNIQUE (user_id, update_id)
     )
@@ -104,6 +106,7 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS updates_by_signal ON updates (user_id, signal_id, sequence)",
     """
     CREATE TABLE IF NOT EXISTS fills (
+        {rowid}
         broker         TEXT NOT NULL,
         venue_trade_id TEXT NOT NULL,
         user_id        TEXT NOT NULL,
@@ -322,29 +325,34 @@ class Ledger:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> Ledger:
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        if not is_postgres(self.path):
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-db")
         await self._loop.run_in_executor(self._executor, self._open_db)
-        log.info("ledger open", extra={"path": self.path})
+        log.info("ledger open", extra={"database": "postgresql" if is_postgres(self.path) else self.path})
         return self
 
     def _open_db(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
-        db.row_factory = sqlite3.Row
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            db.close()
-            raise RuntimeError(f"ledger {self.path}: cannot use WAL (journal_mode={mode})")
-        # FULL: a commit is on disk before we answer, even across a power loss.
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
+        postgres = is_postgres(self.path)
+        db = connect(self.path)
+        if not postgres:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                db.close()
+                raise RuntimeError(f"ledger {self.path}: cannot use WAL (journal_mode={mode})")
+            # FULL: a commit is on disk before we answer, even across a power loss. (PostgreSQL's
+            # default, synchronous_commit=on, gives the same.)
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+        words = schema_words(postgres)
         db.execute("BEGIN IMMEDIATE")
+        if postgres:  # two aggregators starting together must not both create the tables
+            db.execute("SELECT pg_advisory_xact_lock(5353)")
         for statement in SCHEMA:
-            db.execute(statement)
+            db.execute(statement.format(**words))
         db.execute("COMMIT")
-        self._db = db
+        self._db = db  # type: ignore[assignment]
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -654,7 +662,8 @@ class Ledger:
     def _advance_feed(db: sqlite3.Connection, name: str, position: int) -> tuple[None, list[common_pb2.ExecutionUpdate]]:
         db.execute(
             "INSERT INTO feed_cursors (name, position) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET position = MAX(position, excluded.position)",
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+            " WHERE excluded.position > feed_cursors.position",
             (name, position),
         )
         return None, []

@@ -25,6 +25,7 @@ from services.runtime.auth import (
     services_only,
     user_scoped,
 )
+from services.runtime.config import redact_url
 from services.runtime.security import Security
 from services.runtime.server import Health
 
@@ -109,7 +110,7 @@ class PermissionApp:
         permission_pb2_grpc.add_AdminServiceServicer_to_server(self._admin, server)
 
     async def start(self, health: Health) -> None:
-        log.info("starting", extra={"config": dataclasses.asdict(self.config) | {"database_url": _redact(self.config.database_url)}})
+        log.info("starting", extra={"config": dataclasses.asdict(self.config) | {"database_url": redact_url(self.config.database_url)}})
         self.accounts.open()
         await self.store.open()
         if self.config.seed_demo_users:
@@ -119,16 +120,6 @@ class PermissionApp:
 
     async def stop(self) -> None:
         await self.store.close()
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 def build_app(config: Config, security: Security, authenticate: Authenticate | None = None) -> PermissionApp:

@@ -80,3 +80,13 @@ def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
             raise ConfigError(f"expected key=value, got {pair!r}")
         out[key.strip()] = value
     return out
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for a log line: any password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

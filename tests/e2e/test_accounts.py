@@ -28,6 +28,7 @@ from services.runtime.security import Security
 from services.runtime.wire import status_name
 from tests import pg
 from tests.e2e.up import UpMesh, start_up
+from tests.ledger_db import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +39,13 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     with contextlib.ExitStack() as stack:
         env = {}
         if request.param == "postgres":
+            # The permission service and the ledger both on PostgreSQL.
             env["NIJA_DATABASE_URL"] = stack.enter_context(pg.fresh_schema())
         # TWAP slices 2 s apart: a TWAP is still running when the kill switch test turns it off.
         twap = [arg for b in ("binance", "coinbase", "kraken", "alpaca") for arg in ("--set", f"executor-{b}:twap_interval_s=2")]
         up = start_up(data, "--routers", "2", *twap, env=env)
         up.backend = request.param  # type: ignore[attr-defined]
+        up.ledger = env.get("NIJA_DATABASE_URL") or str(data / "aggregator.db")  # type: ignore[attr-defined]
         yield up
         assert up.stop() == 0
 
@@ -103,8 +106,7 @@ async def _race(mesh: UpMesh) -> tuple[dict[str, int], int]:
         counts[outcome] = counts.get(outcome, 0) + 1
         if outcome == "accepted":
             assert status_name(updates[-1].status) == "filled"
-    with sqlite3.connect(f"file:{mesh.dir / 'aggregator.db'}?mode=ro", uri=True) as conn:
-        orders = conn.execute("SELECT count(*) FROM orders WHERE user_id = ?", (user,)).fetchone()[0]
+    (orders,), = rows(mesh.ledger, "SELECT count(*) FROM orders WHERE user_id = ?", (user,))  # type: ignore[attr-defined]
     for ch in (*routers, channel):
         await ch.close()
     return counts, orders

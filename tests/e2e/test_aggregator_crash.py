@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,11 +19,13 @@ import pytest
 from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
+from services.aggregator.backends import is_postgres
 from services.runtime.channels import open_channel
 from services.runtime.security import Security
 from services.runtime.wire import status_name
 from tests.harness import signal as trade_signal
 from tests.harness import start_mesh, start_permission
+from tests.ledger_db import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -38,14 +39,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_aggregator(tmp: Path, port: int, permission: str, token: str) -> subprocess.Popen[bytes]:
+def _start_aggregator(tmp: Path, port: int, permission: str, token: str, database: str) -> subprocess.Popen[bytes]:
     port_file = tmp / "aggregator.port"
     port_file.unlink(missing_ok=True)
     log = open(tmp / "aggregator.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [str(BIN / "nija"), "serve", "aggregator", "--port", str(port), "--port-file", str(port_file),
          "--set", f"database_path={tmp / 'aggregator.db'}", "--set", f"permission_target={permission}"],
-        stdout=log, stderr=log, env={**os.environ, "NIJA_SERVICE_TOKEN": token},
+        stdout=log, stderr=log,
+        env={**os.environ, "NIJA_SERVICE_TOKEN": token, **({"NIJA_DATABASE_URL": database} if is_postgres(database) else {})},
     )
     log.close()
     deadline = time.monotonic() + 30
@@ -55,11 +57,13 @@ def _start_aggregator(tmp: Path, port: int, permission: str, token: str) -> subp
     return process
 
 
-async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_path: Path, database_url: str) -> None:
+    """On SQLite (the aggregator's own file) and on PostgreSQL (NIJA_DATABASE_URL)."""
+    ledger = database_url if is_postgres(database_url) else str(tmp_path / "aggregator.db")
     permission, tokens = await start_permission(tmp_path)
     port = _free_port()
     target = f"127.0.0.1:{port}"
-    aggregator = _start_aggregator(tmp_path, port, permission.target, tokens.services["aggregator"])
+    aggregator = _start_aggregator(tmp_path, port, permission.target, tokens.services["aggregator"], ledger)
     mesh = await start_mesh(tmp_path, permission=(permission, tokens), aggregator_target=target)
     acknowledged: list[common_pb2.ExecutionUpdate] = []
     outcomes: dict[str, int] = {}
@@ -88,7 +92,7 @@ async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_p
         aggregator.wait()
         killed_at = len(acknowledged)
         await asyncio.sleep(1.0)
-        aggregator = _start_aggregator(tmp_path, port, permission.target, tokens.services["aggregator"])
+        aggregator = _start_aggregator(tmp_path, port, permission.target, tokens.services["aggregator"], ledger)
         await asyncio.wait_for(load, 120)
         print(f"\n{killed_at} updates acknowledged before kill -9; {len(acknowledged)} in all; outcomes {outcomes}")
 
@@ -101,9 +105,8 @@ async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_p
         # were refused before anything was written).
         assert set(outcomes) <= {"filled", "refused, then DEADLINE_EXCEEDED"} and outcomes.get("filled", 0) > 0
 
-        with sqlite3.connect(f"file:{tmp_path / 'aggregator.db'}?mode=ro", uri=True) as conn:
-            stored = {(u, s): body for u, s, body in conn.execute("SELECT user_id, sequence, body FROM updates")}
-            ids = conn.execute("SELECT count(*), count(DISTINCT user_id || '/' || update_id) FROM updates").fetchone()
+        stored = {(u, s): bytes(body) for u, s, body in rows(ledger, "SELECT user_id, sequence, body FROM updates")}
+        (ids,) = rows(ledger, "SELECT count(*), count(DISTINCT user_id || '/' || update_id) FROM updates")
         # Nothing a client was told is missing, and it is stored exactly as told.
         for update in acknowledged:
             body = stored.get((update.user_id, update.sequence))

@@ -18,14 +18,15 @@ from services.runtime.auth import token_interceptors
 from services.runtime.security import Security
 from services.runtime.errors import reason_of
 from services.runtime.server import Listen, RunningServer
+from tests.ledger_db import ledger_config
 from tests.principals import authenticate, channel_as
 
 WAIT_S = 10  # upper bound for anything that should happen promptly; never slept
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(database_path=str(tmp_path / "var" / "aggregator.db"))
+def config(database_url: str) -> Config:
+    return ledger_config(database_url)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,9 +13,10 @@ from nija.aggregator.v1 import aggregator_pb2 as a
 from nija.aggregator.v1 import aggregator_pb2_grpc
 from nija.common.v1 import common_pb2 as c
 
-from services.aggregator.app import Config, build_app
+from services.aggregator.app import build_app
 from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
+from tests.ledger_db import ledger_config
 from tests.principals import authenticate, channel_as
 
 ORDERS = 1000  # x 5 updates each: pending, routing, queued, executing, filled
@@ -25,8 +25,8 @@ DISCONNECTS = 50
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    config = Config(database_path=str(tmp_path / "aggregator.db"))
+async def server(database_url: str) -> AsyncIterator[RunningServer]:
+    config = ledger_config(database_url)
     running = await RunningServer(build_app(config, Security(), authenticate), Listen(port=0)).start()
     yield running
     await running.stop(0)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import grpc
 import pytest
 from nija.common.v1 import common_pb2 as c
 
+from services.aggregator.backends import is_postgres
 from services.aggregator.ledger import Ledger
 from services.runtime.errors import ServiceError
+from tests.ledger_db import rows
 
 
 def signal(
@@ -45,25 +46,22 @@ def fill(trade_id: str, quantity: str, price: str = "50000", fee: str = "0.5") -
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path):
+async def ledger(database_url: str):
+    """The same tests on SQLite and on PostgreSQL (a fresh schema each)."""
     published: list[c.ExecutionUpdate] = []
-    store = Ledger(str(tmp_path / "var" / "aggregator.db"), on_commit=published.append)
+    store = Ledger(database_url, on_commit=published.append)
     store.published = published  # type: ignore[attr-defined]
     await store.open()
     yield store
     await store.close()
 
 
-def snapshot(path: str) -> dict[str, list[tuple]]:
+def snapshot(target: str) -> dict[str, list[tuple]]:
     """Every row of every table, read through a separate connection."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {
-            table: sorted(db.execute(f"SELECT * FROM {table}").fetchall())
-            for table in ("orders", "updates", "fills", "user_sequences")
-        }
-    finally:
-        db.close()
+    return {
+        table: sorted(rows(target, f"SELECT * FROM {table}"))
+        for table in ("orders", "updates", "fills", "user_sequences")
+    }
 
 
 async def to_executing(
@@ -466,18 +464,14 @@ async def test_a_recorded_update_is_on_disk_when_record_returns(ledger: Ledger) 
     await ledger.create_order(signal())
     result = await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "s1:routing"))
 
-    db = sqlite3.connect(f"file:{ledger.path}?mode=ro", uri=True)
-    try:
-        row = db.execute(
-            "SELECT update_id, status, body FROM updates WHERE user_id = ? AND sequence = ?",
-            ("u1", result.update.sequence),
-        ).fetchone()
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    finally:
-        db.close()
+    (row,) = rows(
+        ledger.path, "SELECT update_id, status, body FROM updates WHERE user_id = ? AND sequence = ?",
+        ("u1", result.update.sequence),
+    )
     assert row[:2] == ("s1:routing", "routing")
-    assert c.ExecutionUpdate.FromString(row[2]) == result.update
-    assert mode == "wal"
+    assert c.ExecutionUpdate.FromString(bytes(row[2])) == result.update
+    if not is_postgres(ledger.path):
+        assert rows(ledger.path, "PRAGMA journal_mode")[0][0] == "wal"
 
 
 async def test_a_closed_ledger_refuses_work(ledger: Ledger) -> None:

@@ -70,8 +70,9 @@ class Receivers:
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    store = await Ledger(str(tmp_path / "aggregator.db")).open()
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    """On SQLite and on PostgreSQL."""
+    store = await Ledger(database_url).open()
     yield store
     await store.close()
 

@@ -3,7 +3,6 @@ outages, and from where it left off after a restart."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import grpc
 from nija.common.v1 import common_pb2 as c
@@ -29,8 +28,8 @@ async def _orders(ledger: Ledger) -> None:
     await ledger.record(update(c.EXECUTION_STATUS_REJECTED, "s3:r", "s3", reason="no"))
 
 
-async def test_the_feed_sends_creations_fills_and_final_states_in_order_and_resumes_after_a_restart(tmp_path: Path):
-    path = str(tmp_path / "aggregator.db")
+async def test_the_feed_sends_creations_fills_and_final_states_in_order_and_resumes_after_a_restart(database_url: str):
+    path = database_url
     ledger = await Ledger(path).open()
     await _orders(ledger)
     sent: list[str] = []
@@ -58,8 +57,8 @@ async def test_the_feed_sends_creations_fills_and_final_states_in_order_and_resu
     await ledger.close()
 
 
-async def test_an_update_the_permission_service_refuses_for_good_is_skipped_not_retried_forever(tmp_path: Path):
-    ledger = await Ledger(str(tmp_path / "aggregator.db")).open()
+async def test_an_update_the_permission_service_refuses_for_good_is_skipped_not_retried_forever(database_url: str):
+    ledger = await Ledger(database_url).open()
     await _orders(ledger)
     attempts: list[str] = []
 
