@@ -12,14 +12,19 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
 from nija.common.v1 import common_pb2
+from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.aggregator.backends import is_postgres
+from services.domain.money import fmt
+from services.domain.positions import Position, apply_fill
+from services.domain.signal import Side
 from services.runtime.channels import open_channel
 from services.runtime.security import Security
 from services.runtime.wire import status_name
@@ -55,6 +60,33 @@ def _start_aggregator(tmp: Path, port: int, permission: str, token: str, databas
         assert process.poll() is None and time.monotonic() < deadline, (tmp / "aggregator.log").read_text()[-2000:]
         time.sleep(0.05)
     return process
+
+
+def _positions_from_ledger(ledger: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    fills = rows(
+        ledger,
+        "SELECT f.user_id, o.pair, o.side, f.price, f.quantity, f.fee FROM fills f"
+        " JOIN orders o ON o.user_id = f.user_id AND o.signal_id = f.signal_id"
+        " ORDER BY f.user_id, f.sequence, f.rowid",
+    )
+    positions: dict[str, dict[str, Position]] = {}
+    for user, pair, side, price, quantity, fee in fills:
+        mine = positions.setdefault(user, {})
+        mine[pair], _ = apply_fill(mine.get(pair, Position(pair)), Side(side), Decimal(price), Decimal(quantity), Decimal(fee))
+    return {
+        user: {pair: (fmt(p.quantity), fmt(p.cost_basis), fmt(p.realized_pnl), fmt(p.fees)) for pair, p in mine.items()}
+        for user, mine in positions.items()
+    }
+
+
+async def _positions_of(mesh, tokens) -> dict[str, dict[str, tuple[str, ...]]]:  # type: ignore[no-untyped-def]
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    stub = permission_pb2_grpc.PermissionServiceStub(mesh.channel("permission"))
+    for user in USERS:
+        response = await stub.GetPositions(permission_pb2.GetPositionsRequest(user_id=user))
+        if response.positions:
+            out[user] = {p.pair: (p.quantity, p.cost_basis, p.realized_pnl, p.fees) for p in response.positions}
+    return out
 
 
 async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_path: Path, database_url: str) -> None:
@@ -117,6 +149,15 @@ async def test_kill_9_the_aggregator_under_load_loses_nothing_acknowledged(tmp_p
             sequences = sorted(s for u, s in stored if u == user)
             assert sequences == list(range(1, len(sequences) + 1)), user
         assert ids[0] == ids[1]
+
+        # The permission service's positions equal positions recomputed from the ledger's fills
+        # (acceptance 6): every fill handed over exactly once, across the crash.
+        expected = _positions_from_ledger(ledger)
+        deadline = time.monotonic() + 20
+        while (actual := await _positions_of(mesh, tokens)) != expected:
+            assert time.monotonic() < deadline, (actual, expected)
+            await asyncio.sleep(0.2)
+        assert sum(len(p) for p in expected.values()) >= 3
     finally:
         await mesh.stop()
         if aggregator.poll() is None:
