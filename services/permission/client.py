@@ -17,7 +17,7 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 from services.domain.money import fmt
 from services.domain.signal import Signal
 from services.runtime.auth import CachingAuthenticator, Principal, PrincipalKind
-from services.runtime.channels import bounded, open_channel
+from services.runtime.channels import bounded, open_channel, raise_if_cancelled
 from services.runtime.errors import relay
 from services.runtime.security import Security
 from services.runtime.wire import SIDE_TO_PB
@@ -103,6 +103,7 @@ class PermissionClient:
                 async for response in self._stub.WatchControls(permission_pb2.WatchControlsRequest()):
                     yield response
             except grpc.aio.AioRpcError as exc:
+                raise_if_cancelled()
                 log.warning("controls stream broke; reconnecting", extra={"code": exc.code().name})
             await asyncio.sleep(0.5)
 

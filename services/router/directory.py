@@ -25,7 +25,7 @@ from nija.common.v1 import common_pb2
 from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from services.domain.scoring import BookSide, BrokerSnapshot, PairLiquidity
-from services.runtime.channels import open_channel
+from services.runtime.channels import open_channel, raise_if_cancelled
 from services.runtime.security import Security
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class ExecutorDirectory:
                     entry.seen_at = self._clock()
                     self._changed_now(entry)
             except grpc.aio.AioRpcError as exc:
+                raise_if_cancelled()
                 if entry.info_live:
                     log.warning("executor info stream lost", extra={"broker": entry.broker, "code": exc.code().name})
             finally:
@@ -179,7 +180,7 @@ class ExecutorDirectory:
                         entry.serving = serving
                         self._changed_now(entry)
             except grpc.aio.AioRpcError:
-                pass
+                raise_if_cancelled()
             finally:
                 call.cancel()
             if entry.serving:

@@ -52,7 +52,7 @@ from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
-from services.runtime.channels import bounded
+from services.runtime.channels import bounded, raise_if_cancelled
 from services.runtime.errors import (
     ServiceError,
     invalid,
@@ -277,6 +277,7 @@ class RouterEngine:
                     self.performance.record(route.broker, signal.pair, outcome is Status.FILLED)
                     return
             except grpc.aio.AioRpcError as exc:
+                raise_if_cancelled()
                 if reason_of(exc) == "KILL_SWITCH" and last_sequence == routing.sequence:
                     # Switched on after the permission check: no other broker may take it either.
                     yield await self._ledger.record(self._update(signal, Status.REJECTED, exc.details() or "", "killed"))

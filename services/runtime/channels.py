@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from services.runtime.auth import token_interceptors
@@ -47,3 +49,12 @@ def bounded(default_s: float, remaining_s: float | None) -> float:
     if remaining_s is None:
         return default_s
     return max(0.001, min(default_s, remaining_s))
+
+
+def raise_if_cancelled() -> None:
+    """For a loop that retries failed streams: grpc reports the task's own cancellation as a
+    CANCELLED call, which must end the loop, not be retried (a task that swallows its cancel
+    hangs whoever stops it)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
