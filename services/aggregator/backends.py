@@ -80,6 +80,18 @@ class PostgresConnection:
         self._conn.close()
 
 
+def columns(db: sqlite3.Connection | PostgresConnection, table: str) -> list[str]:
+    """The table's column names."""
+    if isinstance(db, PostgresConnection):
+        rows = db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ?",
+            (table,),
+        ).fetchall()
+        return [r[0] for r in rows]
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()]
+
+
 def connect(target: str) -> sqlite3.Connection | PostgresConnection:
     if is_postgres(target):
         return PostgresConnection(target)

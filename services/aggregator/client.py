@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -38,15 +39,25 @@ class LedgerClient:
     async def create_order(
         self, signal: common_pb2.TradeSignal, timeout_s: float | None = None
     ) -> aggregator_pb2.CreateOrderResponse:
-        try:
-            # Waits for a connection (an aggregator restarting) rather than failing at once: the
-            # request is not sent until then, so waiting can never create the order twice.
-            return await self._stub.CreateOrder(
-                aggregator_pb2.CreateOrderRequest(signal=signal), timeout=bounded(self._timeout_s, timeout_s),
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise relay(exc) from None
+        """Waits for a connection (an aggregator restarting) rather than failing at once, and
+        retries an attempt whose answer was lost under the same submission id, so the ledger
+        tells us whether that attempt created the order: never two orders, never an order that
+        nobody drives."""
+        request = aggregator_pb2.CreateOrderRequest(signal=signal, submission_id=uuid.uuid4().hex)
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + (timeout_s if timeout_s is not None else self._retry_for_s)
+        delay = 0.05
+        while True:
+            try:
+                return await self._stub.CreateOrder(
+                    request, timeout=bounded(self._timeout_s, give_up_at - loop.time()), wait_for_ready=True
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _RETRYABLE or loop.time() + delay >= give_up_at:
+                    raise relay(exc) from None
+                log.warning("ledger unavailable, retrying the order's creation", extra={"signal_id": signal.signal_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def get_order(self, user_id: str, signal_id: str, timeout_s: float | None = None) -> aggregator_pb2.Order:
         try:

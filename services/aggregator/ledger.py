@@ -37,7 +37,7 @@ from google.protobuf import timestamp_pb2
 from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2
 
-from services.aggregator.backends import connect, is_postgres, schema_words
+from services.aggregator.backends import columns, connect, is_postgres, schema_words
 from services.aggregator.rules import (
     Change,
     FillEntry,
@@ -136,6 +136,12 @@ SCHEMA: tuple[str, ...] = (
         position BIGINT NOT NULL
     )
     """,
+)
+
+#: Columns the orders table gained after its first version, added to an older ledger at open.
+ADDED_ORDER_COLUMNS: tuple[tuple[str, str], ...] = (
+    # Who created the order (CreateOrderRequest.submission_id): a retry of theirs is recognized.
+    ("submission_id", "TEXT NOT NULL DEFAULT ''"),
 )
 
 #: Updates the permission service must see: the first (the order exists: its reservation is no
@@ -351,6 +357,11 @@ class Ledger:
             db.execute("SELECT pg_advisory_xact_lock(5353)")
         for statement in SCHEMA:
             db.execute(statement.format(**words))
+        # Columns added after the first schema (CREATE TABLE IF NOT EXISTS leaves an old table as is).
+        present = set(columns(db, "orders"))
+        for name, definition in ADDED_ORDER_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE orders ADD COLUMN {name} {definition}")
         db.execute("COMMIT")
         self._db = db  # type: ignore[assignment]
 
@@ -428,13 +439,14 @@ class Ledger:
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def create_order(self, signal: common_pb2.TradeSignal) -> Created:
-        """Claim (user_id, signal_id) and record its PENDING update, or return the existing order."""
+    async def create_order(self, signal: common_pb2.TradeSignal, submission_id: str = "") -> Created:
+        """Claim (user_id, signal_id) and record its PENDING update, or return the existing order.
+        A retry carrying the submission_id that created the order is answered as its creator."""
         checked = signal_from_pb(signal)  # INVALID_ARGUMENT naming the field
-        return await self._write(self._create_order, signal, checked)
+        return await self._write(self._create_order, signal, checked, submission_id)
 
     def _create_order(
-        self, db: sqlite3.Connection, signal: common_pb2.TradeSignal, checked: Signal
+        self, db: sqlite3.Connection, signal: common_pb2.TradeSignal, checked: Signal, submission_id: str
     ) -> tuple[Created, list[common_pb2.ExecutionUpdate]]:
         row = db.execute(
             "SELECT * FROM orders WHERE user_id = ? AND signal_id = ?",
@@ -449,6 +461,13 @@ class Ledger:
                     f"signal_id {checked.signal_id!r} was already used for a different trade",
                     signal_id=checked.signal_id,
                 )
+            if submission_id and row["submission_id"] == submission_id:
+                # Our own first attempt, whose answer was lost: we are the creator.
+                body = db.execute(
+                    "SELECT body FROM updates WHERE user_id = ? AND update_id = ?",
+                    (checked.user_id, pending_update_id(checked.signal_id)),
+                ).fetchone()["body"]
+                return Created(True, _order_pb(row), common_pb2.ExecutionUpdate.FromString(bytes(body))), []
             return Created(created=False, order=_order_pb(row), update=None), []
 
         now = self._clock()
@@ -470,8 +489,8 @@ class Ledger:
         db.execute(
             "INSERT INTO orders (user_id, signal_id, signal, pair, side, status, broker,"
             " order_quantity, filled_quantity, filled_notional, fees_total, average_price,"
-            " last_sequence, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, '', '', '0', '0', '0', '', ?, ?, ?)",
+            " last_sequence, created_at, updated_at, submission_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, '', '', '0', '0', '0', '', ?, ?, ?, ?)",
             (
                 checked.user_id,
                 checked.signal_id,
@@ -482,6 +501,7 @@ class Ledger:
                 sequence,
                 _text(now),
                 _text(now),
+                submission_id,
             ),
         )
         _insert_update(db, update, _text(now))

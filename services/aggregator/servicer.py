@@ -25,7 +25,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
     async def CreateOrder(
         self, request: aggregator_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
     ) -> aggregator_pb2.CreateOrderResponse:
-        result = await self._ledger.create_order(request.signal)
+        result = await self._ledger.create_order(request.signal, request.submission_id[:64])
         return aggregator_pb2.CreateOrderResponse(
             created=result.created, order=result.order, update=result.update
         )

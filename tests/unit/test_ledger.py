@@ -120,6 +120,39 @@ async def test_create_order_again_with_the_same_trade_writes_nothing(ledger: Led
     assert len(ledger.published) == 1  # type: ignore[attr-defined]
 
 
+async def test_a_retry_of_the_submission_that_created_the_order_is_told_it_created_it(ledger: Ledger) -> None:
+    first = await ledger.create_order(signal(), "sub-1")
+    retry = await ledger.create_order(signal(), "sub-1")  # the first answer was lost
+    assert retry.created and retry.update == first.update and retry.order == first.order
+    other = await ledger.create_order(signal(), "sub-2")  # another submission of the same signal
+    assert not other.created and other.update is None
+    assert not (await ledger.create_order(signal())).created  # no submission id: never the creator
+    assert len(snapshot(ledger.path)["updates"]) == 1
+
+
+async def test_a_ledger_from_before_submission_ids_gains_the_column(database_url: str) -> None:
+    old = await Ledger(database_url).open()
+    await old.create_order(signal("s0"))
+    await old.close()
+    if is_postgres(database_url):
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE orders DROP COLUMN submission_id")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(database_url) as conn:
+            conn.execute("ALTER TABLE orders DROP COLUMN submission_id")
+    reopened = await Ledger(database_url).open()
+    try:
+        assert (await reopened.create_order(signal("s1"), "sub-1")).created
+        assert (await reopened.create_order(signal("s1"), "sub-1")).created
+        assert (await reopened.get_order("u1", "s0")).signal_id == "s0"
+    finally:
+        await reopened.close()
+
+
 async def test_create_order_with_a_reused_signal_id_is_already_exists(ledger: Ledger) -> None:
     await ledger.create_order(signal())
     before = snapshot(ledger.path)

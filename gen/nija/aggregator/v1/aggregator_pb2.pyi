@@ -64,10 +64,12 @@ class Order(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., signal_id: _Optional[str] = ..., signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ExecutionStatus, str]] = ..., broker: _Optional[str] = ..., order_quantity: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees_total: _Optional[str] = ..., average_price: _Optional[str] = ..., last_sequence: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("signal",)
+    __slots__ = ("signal", "submission_id")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     signal: _common_pb2.TradeSignal
-    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ...) -> None: ...
+    submission_id: str
+    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class CreateOrderResponse(_message.Message):
     __slots__ = ("created", "order", "update")
