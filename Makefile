@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test gen check-gen lint ci clean
+.PHONY: run test gen check-gen lint breaking ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ node_modules/.bin/buf: package.json package-lock.json
 
 lint: node_modules/.bin/buf
 	node_modules/.bin/buf lint
+
+# Wire changes must stay compatible with the protos of the last release (services roll out one at
+# a time): .ci/proto-baseline names that commit; move it forward when a release lands.
+breaking: node_modules/.bin/buf
+	@base=$$(head -1 .ci/proto-baseline); git cat-file -e "$$base^{commit}" 2>/dev/null \
+	  || git fetch --quiet --unshallow 2>/dev/null || git fetch --quiet origin "$$base" 2>/dev/null || true
+	node_modules/.bin/buf breaking --against ".git#ref=$$(head -1 .ci/proto-baseline)"
+	@echo "buf breaking: compatible with $$(head -1 .ci/proto-baseline)"
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
