@@ -97,7 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"nija serve {args.service}: {exc}", file=sys.stderr)
         return 2
     port = args.port if args.port is not None else DEFAULT_PORTS.get(name, 0)
-    listen = Listen(host=args.host, port=port, port_file=args.port_file, grace_s=args.grace)
+    metrics_port = args.metrics_port if args.metrics_port is not None else (port + 1000 if port else 0)
+    listen = Listen(host=args.host, port=port, port_file=args.port_file, grace_s=args.grace,
+                    metrics_port=None if metrics_port < 0 else metrics_port)
     try:
         asyncio.run(_serve(module, config, listen, security))
     except ConfigError as exc:
@@ -137,6 +139,7 @@ class Child:
     settings: dict[str, str]
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     port: int = 0
+    metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: pathlib.Path | None = None
 
@@ -262,10 +265,12 @@ class Mesh:
         child.settings.update(self.extra.get(child.name, {}))
         port_file = self.data_dir / "run" / f"{child.name}.port"
         port_file.unlink(missing_ok=True)
+        pathlib.Path(f"{port_file}.metrics").unlink(missing_ok=True)
         child.log_path = self.data_dir / "logs" / f"{child.name}.log"
+        port = self._port(child.name)
         cmd = [
             sys.executable, "-m", "services.cli", "serve", child.kind,
-            "--port", str(self._port(child.name)), "--port-file", str(port_file),
+            "--port", str(port), "--port-file", str(port_file), "--metrics-port", str(port + 1000 if port else 0),
         ]
         for key, value in child.settings.items():
             cmd += ["--set", f"{key}={value}"]
@@ -283,11 +288,17 @@ class Mesh:
                 raise RuntimeError(f"{child.name} did not start within 30 s; see {child.log_path}")
             await asyncio.sleep(0.05)
         child.port = int(port_file.read_text())
+        child.metrics_port = int(pathlib.Path(f"{port_file}.metrics").read_text())
         return child
 
     def _write_manifest(self) -> None:
         manifest = {
-            c.name: {"target": c.target, "pid": c.process.pid if c.process else 0, "log": str(c.log_path)}
+            c.name: {
+                "target": c.target,
+                "metrics": f"127.0.0.1:{c.metrics_port}",
+                "pid": c.process.pid if c.process else 0,
+                "log": str(c.log_path),
+            }
             for c in self.children
         }
         path = self.data_dir / "mesh.json"
@@ -526,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="default: the service's standard port; 0 picks one")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="/metrics, /health, /ready over HTTP (default: the service port + 1000; -1: off)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value (repeatable)")
     p.add_argument("--log-level", default=os.environ.get("NIJA_LOG_LEVEL", "INFO"))
     p.set_defaults(func=cmd_serve)

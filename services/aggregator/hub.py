@@ -14,6 +14,8 @@ from collections import deque
 
 from nija.common.v1 import common_pb2
 
+from services.runtime import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -74,6 +76,7 @@ class Hub:
     def subscribe(self, user_id: str) -> Subscription:
         subscription = Subscription(self, user_id, self.capacity)
         self._watchers.setdefault(user_id, set()).add(subscription)
+        metrics.STREAM_WATCHERS.inc()
         return subscription
 
     def publish(self, update: common_pb2.ExecutionUpdate) -> None:
@@ -90,8 +93,9 @@ class Hub:
 
     def _remove(self, subscription: Subscription) -> None:
         watchers = self._watchers.get(subscription.user_id)
-        if watchers is None:
+        if watchers is None or subscription not in watchers:
             return
         watchers.discard(subscription)
+        metrics.STREAM_WATCHERS.dec()
         if not watchers:
             del self._watchers[subscription.user_id]

@@ -27,6 +27,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, localcontext
@@ -51,6 +52,7 @@ from services.domain.money import ZERO, fmt, quantize_derived
 from services.domain.positions import EXACT, Position, apply_fill
 from services.domain.signal import PARENT_KEY, Side, Signal, SignalProblem, check_id, check_pair
 from services.domain.states import TERMINAL, IllegalTransition, Status, check_transition
+from services.runtime import metrics
 from services.runtime.errors import ServiceError, invalid, not_found, precondition
 from services.runtime.wire import (
     SIDE_TO_PB,
@@ -397,7 +399,11 @@ class Ledger:
             self._flush_scheduled = True
         if start_flush:
             self._loop.run_in_executor(self._executor, self._flush)
-        return await future
+        started = time.perf_counter()
+        try:
+            return await future
+        finally:
+            metrics.LEDGER_WRITE_LATENCY.observe(time.perf_counter() - started)
 
     def _flush(self) -> None:
         """On the database thread: every waiting write in one transaction, each in a savepoint so

@@ -65,6 +65,7 @@ from services.executor.venues.base import (
     Venue,
     VenueError,
 )
+from services.runtime import metrics
 from services.runtime.errors import ServiceError, precondition
 from services.runtime.wire import (
     SIDE_TO_PB,
@@ -82,6 +83,7 @@ CONVERTED_LEG = 1000
 # Whose budget public requests (books, markets) are charged to: only the per-IP limits apply.
 EXECUTOR_ACCOUNT = "executor"
 R = TypeVar("R")
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class UpdateRecorder(Protocol):
@@ -418,6 +420,8 @@ class ExecutorEngine:
 
     def _touch(self) -> None:
         """Something a router scores on changed (queue, outcomes, quotes, breaker)."""
+        metrics.QUEUE_DEPTH.labels(self.broker).set(len(self._queue) + self._deferred)
+        metrics.BREAKER_STATE.labels(self.broker).set(_BREAKER_VALUE[self.breaker.state])
         self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -569,6 +573,7 @@ class ExecutorEngine:
         wait = self._limits.wait_for(self._clock(), job.signal.user_id, "place_order")
         if wait <= 0:
             return False
+        metrics.RATE_LIMIT_WAITS.labels(self.broker).inc()
         self._deferred += 1
         task = asyncio.create_task(self._requeue_after(job, wait))
         self._background.add(task)
@@ -851,6 +856,7 @@ class ExecutorEngine:
             if self._limits is not None and not (reserved and attempt == 0):
                 wait = self._limits.reserve(self._clock(), account, operation)
                 if wait > 0:
+                    metrics.RATE_LIMIT_WAITS.labels(self.broker).inc()
                     await self._sleep(wait)
             started = self._clock()
             try:
@@ -918,8 +924,10 @@ class ExecutorEngine:
         self, job: _Job, status: Status, reason: str, fills: list[FillReport] | None = None
     ) -> None:
         self._total += 1
+        metrics.EXECUTIONS.labels(self.broker, job.signal.pair, status.value).inc()
         if status is Status.FILLED:
             self._successful += 1
+            metrics.EXECUTIONS_SUCCESS.labels(self.broker, job.signal.pair).inc()
         await self._emit(job, status, reason, fills)
         await self._forget(job)
 

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -52,6 +53,7 @@ from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
+from services.runtime import metrics
 from services.runtime.channels import bounded, raise_if_cancelled
 from services.runtime.errors import (
     ServiceError,
@@ -163,6 +165,8 @@ class RouterEngine:
             reserved = False
         if not decision.allowed:
             code, reason = _DENIAL_STATUS.get(decision.denial_code, (grpc.StatusCode.PERMISSION_DENIED, "DENIED"))
+            if reserve:
+                metrics.RESERVATION_DENIALS.labels(reason).inc()
             raise ServiceError(code, reason, decision.reason)
         prefs = decision.preferences
         choices = RoutingChoices(
@@ -185,7 +189,9 @@ class RouterEngine:
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
         """The signal's updates as persisted. A signal submitted before is not placed again: its
         stored updates after `after_sequence` are streamed (a client re-attaching)."""
+        started = time.perf_counter()
         prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
+        metrics.ROUTING_LATENCY.observe(time.perf_counter() - started)
         signal, plan = prepared.signal, prepared.plan
         try:
             if not plan.routable:
@@ -263,6 +269,7 @@ class RouterEngine:
         for route in routes[: self._config.max_attempts]:
             route_msg = route_pb(route)
             routing = await self._ledger.record(self._routing_update(signal, route.broker, route_msg))
+            metrics.TRADES_ROUTED.labels(route.broker, signal.pair).inc()
             yield routing
             outcome = None
             last_sequence = routing.sequence
@@ -285,6 +292,7 @@ class RouterEngine:
                 handed_back = reason_of(exc) == "NOT_SENT"
                 if handed_back or (last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION):
                     refusals.append(f"{route.broker}: {exc.details()} ({reason_of(exc) or exc.code().name})")
+                    metrics.FAILOVERS.labels(route.broker).inc()
                     log.warning("executor refused, trying the next broker",
                                 extra={"broker": route.broker, "code": exc.code().name})
                     continue

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import ConfigError
+from services.runtime.metrics import MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class Listen:
     port: int = 0
     port_file: str | None = None
     grace_s: float = 5.0
+    #: `/metrics`, `/health`, `/ready` over HTTP on this port (0: any free one; None: not served).
+    #: Its bound port is written to `<port_file>.metrics`.
+    metrics_port: int | None = None
 
 
 class App(Protocol):
@@ -103,6 +107,7 @@ class RunningServer:
         self._health_servicer = health.aio.HealthServicer()
         self.health = Health(self._health_servicer, app.service_names)
         self.port = 0
+        self.metrics: MetricsServer | None = None
 
     @property
     def target(self) -> str:
@@ -129,11 +134,14 @@ class RunningServer:
             raise
         if not self.health.managed_by_app:
             await self.health._apply(True)
-        if self.listen.port_file:
-            tmp = f"{self.listen.port_file}.tmp"
-            with open(tmp, "w") as fh:
-                fh.write(str(self.port))
-            os.replace(tmp, self.listen.port_file)
+        if self.listen.metrics_port is not None:
+            self.metrics = await MetricsServer(
+                self.listen.host, self.listen.metrics_port, lambda: self.health.serving
+            ).start()
+            if self.listen.port_file:
+                _write_atomically(f"{self.listen.port_file}.metrics", str(self.metrics.port))
+        if self.listen.port_file:  # last: whoever waits for it finds the metrics port written too
+            _write_atomically(self.listen.port_file, str(self.port))
         log.info(
             "serving",
             extra={"port": self.port, "services": list(self.app.service_names),
@@ -152,7 +160,16 @@ class RunningServer:
         # gives them the rest of the grace.
         await asyncio.gather(drain(grace) if drain else asyncio.sleep(0), self.server.stop(grace))
         await self.app.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         log.info("stopped")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 async def serve(app: App, listen: Listen, security: Security | None = None) -> None:
