@@ -53,6 +53,8 @@ EXPORTED = (
     "nija_executor_queue_depth", "nija_breaker_state", "nija_rate_limit_waits_total",
     "nija_ledger_write_seconds", "nija_stream_watchers",
 )
+#: Of those, the histograms: queried through their _bucket, _sum and _count series.
+HISTOGRAMS = ("nija_routing_latency_seconds", "nija_ledger_write_seconds")
 
 
 class MetricsServer:
