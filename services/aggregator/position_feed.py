@@ -19,6 +19,7 @@ from nija.common.v1 import common_pb2
 
 from services.aggregator.ledger import Ledger
 from services.domain.retry import backoff
+from services.runtime.channels import raise_if_cancelled
 from services.runtime.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class PositionFeed:
                 await self._apply(update)
                 return
             except ServiceError as exc:
+                raise_if_cancelled()  # stopping: never skip an update for that
                 if exc.code not in _RETRYABLE:
                     # Retrying cannot help and would stop every later update: skip, loudly.
                     log.error("position feed: update refused, skipped",

@@ -76,7 +76,17 @@ def reason_of(exc: grpc.aio.AioRpcError) -> str:
 
 
 def relay(exc: grpc.aio.AioRpcError) -> ServiceError:
-    """An upstream's error, passed on to our caller with its code and reason."""
+    """An upstream's error, passed on to our caller with its code and reason.
+
+    A call that failed because our own task is being cancelled (grpc reports that as CANCELLED)
+    raises CancelledError instead: turned into an error, the cancellation could be retried or
+    skipped over by the caller, and whoever is stopping the task would wait forever."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        task = None
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     return ServiceError(exc.code(), reason_of(exc) or exc.code().name, exc.details() or "")
 
 
