@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import grpc
 
 from services.permission import tokens as token_text
-from services.permission.checks import Decision, Denial
+from services.permission.checks import Decision, kill_switch_denial
 from services.permission.keyring import (
     ApiCredentials,
     Keyring,
@@ -154,11 +154,3 @@ class Controls:
                 await asyncio.wait_for(changed.wait(), self._poll_s)
             except asyncio.TimeoutError:
                 pass
-
-
-def kill_switch_denial(switches: KillSwitches, user_id: str) -> Decision | None:
-    if switches.global_on:
-        return Decision(False, f"global kill switch is on: {switches.global_reason}", Denial.KILL_SWITCH)
-    if user_id in switches.users:
-        return Decision(False, f"kill switch is on for user {user_id}: {switches.users[user_id]}", Denial.KILL_SWITCH)
-    return None

@@ -16,7 +16,11 @@ from decimal import Decimal
 
 from services.domain.money import fmt
 from services.domain.signal import Side
-from services.permission.permissions import RoutingPreferences, UserPermissions
+from services.permission.permissions import (
+    KillSwitches,
+    RoutingPreferences,
+    UserPermissions,
+)
 
 
 class Denial(enum.Enum):
@@ -97,3 +101,13 @@ def allowed_decision(permissions: UserPermissions) -> Decision:
     blocked = set(preferences.blocked_brokers)
     brokers = tuple(sorted(b for b in permissions.allowed_brokers if b not in blocked))
     return Decision(allowed=True, brokers=brokers, preferences=preferences)
+
+
+def kill_switch_denial(switches: KillSwitches, user_id: str) -> Decision | None:
+    """The denial a kill switch on for this user (or everyone) makes; worded the same for
+    every check."""
+    if switches.global_on:
+        return Decision(False, f"global kill switch is on: {switches.global_reason}", Denial.KILL_SWITCH)
+    if user_id in switches.users:
+        return Decision(False, f"kill switch is on for user {user_id}: {switches.users[user_id]}", Denial.KILL_SWITCH)
+    return None

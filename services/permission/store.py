@@ -27,11 +27,10 @@ from services.domain.money import ZERO, parse_decimal
 from services.domain.signal import Side
 from services.permission.checks import (
     Decision,
-    Denial,
     TradeRequest,
     allowed_decision,
     check_trade,
-    deny,
+    kill_switch_denial,
 )
 from services.permission.db import Database, Migration, migrate, open_database
 from services.permission.permissions import (
@@ -46,7 +45,9 @@ from services.permission.permissions import (
     UserPermissions,
 )
 from services.permission.positions import EXACT, ExecutionEvent, Position, apply_fill
-from services.permission.positions import FillEvent as FillEvent  # re-exported: apply_execution's input
+from services.permission.positions import (
+    FillEvent as FillEvent,  # re-exported: apply_execution's input
+)
 from services.permission.risk import (
     Bucket,
     Exposure,
@@ -533,12 +534,10 @@ class UserStore:
         )
 
         global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
-        if global_on:
-            return Reservation(deny(Denial.KILL_SWITCH, f"global kill switch is on: {global_reason}"))
-        if kill_on:
-            return Reservation(
-                deny(Denial.KILL_SWITCH, f"kill switch is on for user {user_id}: {kill_reason}")
-            )
+        switches = KillSwitches(bool(global_on), global_reason, {user_id: kill_reason} if kill_on else {})
+        killed = kill_switch_denial(switches, user_id)
+        if killed is not None:
+            return Reservation(killed)
         decision = check_trade(permissions, request)
         if not decision.allowed:
             return Reservation(decision)

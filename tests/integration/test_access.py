@@ -7,8 +7,6 @@ RPC cannot be added without deciding (and testing) who may call it.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -24,7 +22,7 @@ from services.executor import app as executor_app
 from services.permission import app as permission_app
 from services.router import app as router_app
 from services.runtime.errors import reason_of
-from tests.harness import InProcessMesh, signal, start_mesh
+from tests.harness import InProcessMesh, signal
 
 SERVICES = {
     "router": router_app.SERVICE_NAME,
@@ -88,15 +86,6 @@ CASES = [
 
 def _ids(case: Case) -> str:
     return f"{case.service}.{case.method}"
-
-
-@pytest.fixture
-async def mesh(tmp_path: pathlib.Path) -> AsyncIterator[InProcessMesh]:
-    m = await start_mesh(tmp_path)
-    try:
-        yield m
-    finally:
-        await m.stop()
 
 
 async def _call(mesh: InProcessMesh, case: Case, token: str | None, request: object | None = None) -> grpc.StatusCode:

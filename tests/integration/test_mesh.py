@@ -21,13 +21,6 @@ from services.runtime.wire import signal_from_pb, status_name
 from tests.harness import signal, start_mesh
 
 
-@pytest.fixture
-async def mesh(tmp_path):
-    m = await start_mesh(tmp_path)
-    yield m
-    await m.stop()
-
-
 async def infos(mesh):
     return {b: (await stub.GetExecutorInfo(executor_pb2.GetExecutorInfoRequest(), timeout=5)).info
             for b, stub in mesh.executors.items()}

@@ -3,22 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import pytest
 from nija.router.v1 import router_pb2
 
 from services.runtime.wire import status_name
-from tests.harness import InProcessMesh, signal, start_mesh
-
-
-@pytest.fixture
-async def mesh(tmp_path) -> AsyncIterator[InProcessMesh]:
-    m = await start_mesh(tmp_path)
-    try:
-        yield m
-    finally:
-        await m.stop()
+from tests.harness import InProcessMesh, signal
 
 
 @pytest.mark.parametrize("cut_after", [1, 2, 3])  # after pending, routing, queued

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
@@ -15,16 +14,7 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.runtime.errors import reason_of
 from services.runtime.wire import status_name
-from tests.harness import InProcessMesh, signal, start_mesh
-
-
-@pytest.fixture
-async def mesh(tmp_path) -> AsyncIterator[InProcessMesh]:
-    m = await start_mesh(tmp_path)
-    try:
-        yield m
-    finally:
-        await m.stop()
+from tests.harness import InProcessMesh, signal
 
 
 async def _positions(mesh: InProcessMesh, user: str) -> permission_pb2.GetPositionsResponse:

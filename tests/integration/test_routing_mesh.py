@@ -41,13 +41,6 @@ async def set_fault(mesh, broker, mode=simexchange_pb2.FAULT_MODE_NONE, latency_
     await mesh.sim.SetFault(simexchange_pb2.SetFaultRequest(broker=broker, mode=mode, latency_ms=latency_ms), timeout=5)
 
 
-@pytest.fixture
-async def mesh(tmp_path):
-    m = await start_mesh(tmp_path)
-    yield m
-    await m.stop()
-
-
 async def test_latency_change_moves_the_route_within_a_second_without_info_rpcs(mesh):
     pb = signal(signal_id="lat-1", usd="250")
     assert (await quote(mesh, pb)).route.broker == "binance"
