@@ -32,7 +32,7 @@ from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
-from services import admin_cli
+from services import admin_cli, trace_view
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.domain.signal import SignalType
 from services.permission.bootstrap import Issued, issue_mesh_tokens
@@ -45,6 +45,7 @@ from services.runtime.config import (
     load_config,
     parse_assignments,
 )
+from services.runtime import tracing
 from services.runtime.errors import reason_of
 from services.runtime.logging import configure_logging
 from services.runtime.security import Security, load_security
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     values.update(parse_assignments(args.set))
     name = args.service if args.service != "executor" else f"executor-{values.get('broker', 'binance')}"
     configure_logging(name, args.log_level)
+    tracing.configure(name)  # only if OTEL_* / NIJA_TRACE_DIR ask for it
     try:
         config = load_config(module.Config, values)
         security = load_security(os.environ)
@@ -333,6 +335,9 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"--set expects SERVICE:key=value, got {item!r}", file=sys.stderr)
             return 2
         extra.setdefault(name, {}).update(parse_assignments([assignment]))
+    if args.trace:  # every child writes its spans to the local store that `nija trace` reads
+        os.environ[tracing.TRACE_DIR_ENV] = str(pathlib.Path(args.data_dir).resolve() / "traces")
+        os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "500")
     mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra, tls=args.tls, routers=args.routers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -550,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", action="store_true", help="TLS + mTLS between all services (certificates from a local CA)")
     p.add_argument("--routers", type=int, default=1, help="router replicas (router, router-2, ...)")
     p.add_argument("--set", action="append", metavar="SERVICE:KEY=VALUE", help="config for one service (repeatable)")
+    p.add_argument("--trace", action="store_true", help="write every span to DATA_DIR/traces for `nija trace`")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("trade", help="submit a signal and print each update")
@@ -571,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     admin_cli.add_commands(sub)
+    trace_view.add_command(sub)
     return parser
 
 

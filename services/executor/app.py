@@ -20,6 +20,7 @@ from services.executor.journal import Journal
 from services.executor.servicer import ExecutorServicer
 from services.executor.venues.base import Venue, VenueError
 from services.permission.client import PermissionClient
+from services.runtime import tracing
 from services.runtime.auth import Authenticate, AuthInterceptor, PrincipalKind, Rule, services_only
 from services.runtime.config import ConfigError
 from services.runtime.security import Security
@@ -157,7 +158,8 @@ class ExecutorApp:
                 if not self.engine.ready:
                     await self.engine.load_markets()
                     await self.engine.recover()
-                await self.engine.refresh_quotes()
+                with tracing.untraced():
+                    await self.engine.refresh_quotes()
             except VenueError as exc:
                 log.warning("venue not reachable", extra={"error": repr(exc)})
             # SERVING once routers can score this broker: markets loaded, every book read once.

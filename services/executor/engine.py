@@ -65,7 +65,7 @@ from services.executor.venues.base import (
     Venue,
     VenueError,
 )
-from services.runtime import metrics
+from services.runtime import metrics, tracing
 from services.runtime.errors import ServiceError, precondition
 from services.runtime.wire import (
     SIDE_TO_PB,
@@ -191,6 +191,13 @@ class _Job:
         self.started = False
         # The user's account on the venue (whose keys sign), resolved when the job first runs.
         self.account: Account | None = None
+        # The trace of the Execute call that admitted it: the worker's spans continue it.
+        self.trace = tracing.capture()
+        self.waiting_since_ns = tracing.now_ns()
+
+    def trace_attributes(self) -> dict[str, str]:
+        s = self.signal
+        return {"signal_id": s.signal_id, "user_id": s.user_id, "pair": s.pair, "method": self.method.value}
 
     def publish(self, update: common_pb2.ExecutionUpdate, terminal: bool) -> None:
         self.updates.append(update)
@@ -550,11 +557,15 @@ class ExecutorEngine:
                 if job.done:  # cancelled while it waited
                     continue
                 job.started = True
+                tracing.record_span("executor.queue_wait", job.waiting_since_ns, job.trace,
+                                    broker=self.broker, **job.trace_attributes())
                 if not self.breaker.allow():
                     job.release(f"{self.broker} circuit breaker is {self.breaker.state.value}")
                     await self._forget(job)
                     continue
-                await self._run(job)
+                with tracing.span("executor.order", job.trace, broker=self.broker, **job.trace_attributes()):
+                    await self._run(job)
+                    tracing.annotate(status="not_sent" if job.released else job.status.value)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -581,10 +592,14 @@ class ExecutorEngine:
         return True
 
     async def _requeue_after(self, job: _Job, wait: float) -> None:
+        deferred_ns = tracing.now_ns()
         try:
             await self._sleep(wait)
         finally:
             self._deferred -= 1
+            tracing.record_span("executor.rate_limit_wait", deferred_ns, job.trace,
+                                broker=self.broker, **job.trace_attributes())
+            job.waiting_since_ns = tracing.now_ns()
         if not job.done:
             self._queue.push_recovered(job.signal.user_id, job, job.priority)
             self._work_ready.release()
@@ -662,6 +677,11 @@ class ExecutorEngine:
         return [base] * (slices - 1) + [size - base * (slices - 1)]
 
     async def _run_leg(self, job: _Job, market: Market, leg: int, leg_usd: Decimal, last: bool) -> None:
+        name = "executor.twap_slice" if job.method is ExecutionMethod.TWAP else "executor.leg"
+        with tracing.span(name, leg=leg, broker=self.broker, signal_id=job.signal.signal_id):
+            await self._send_leg(job, market, leg, leg_usd, last)
+
+    async def _send_leg(self, job: _Job, market: Market, leg: int, leg_usd: Decimal, last: bool) -> None:
         recovered = job.recovered.get(leg)
         request = recovered or await self._new_request(job, market, leg, leg_usd)
         if job.cancel_reason and recovered is None:
@@ -857,10 +877,12 @@ class ExecutorEngine:
                 wait = self._limits.reserve(self._clock(), account, operation)
                 if wait > 0:
                     metrics.RATE_LIMIT_WAITS.labels(self.broker).inc()
-                    await self._sleep(wait)
+                    with tracing.span("executor.rate_limit_wait", broker=self.broker, operation=operation):
+                        await self._sleep(wait)
             started = self._clock()
             try:
-                result = await make_call()
+                with tracing.span(f"venue.{operation}", broker=self.broker, operation=operation, attempt=attempt + 1):
+                    result = await make_call()
             except RateLimited as exc:
                 if self._limits is None or attempt == self._config.rate_limited_retries:
                     raise

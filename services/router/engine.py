@@ -53,7 +53,7 @@ from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
-from services.runtime import metrics
+from services.runtime import metrics, tracing
 from services.runtime.channels import bounded, raise_if_cancelled
 from services.runtime.errors import (
     ServiceError,
@@ -190,7 +190,9 @@ class RouterEngine:
         """The signal's updates as persisted. A signal submitted before is not placed again: its
         stored updates after `after_sequence` are streamed (a client re-attaching)."""
         started = time.perf_counter()
-        prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
+        with tracing.span("router.decide", signal_id=pb_signal.signal_id, user_id=pb_signal.user_id, pair=pb_signal.pair):
+            prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
+            tracing.annotate(broker=prepared.plan.routes[0].broker if prepared.plan.routes else "")
         metrics.ROUTING_LATENCY.observe(time.perf_counter() - started)
         signal, plan = prepared.signal, prepared.plan
         try:

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from services.runtime import tracing
 from services.runtime.auth import token_interceptors
 from services.runtime.config import ConfigError
 from services.runtime.security import Security, channel_credentials, target_is_local
@@ -30,9 +31,11 @@ def open_channel(target: str, security: Security | None = None) -> grpc.aio.Chan
     With it, plaintext to another machine is refused unless explicitly allowed: our token would
     cross the network in the clear.
     """
+    # The trace context rides on every call when tracing is on.
+    traced = tracing.client_interceptors()
     if security is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    interceptors = token_interceptors(security.token) if security.token else None
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=traced or None)
+    interceptors = [*traced, *(token_interceptors(security.token) if security.token else ())] or None
     credentials = channel_credentials(security)
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)

@@ -19,6 +19,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.runtime import tracing
+
 log = logging.getLogger(__name__)
 
 DOMAIN = "nija"
@@ -104,6 +106,7 @@ def unary(
 ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        tracing.annotate_message(request)
         try:
             return await fn(self, request, context)
         except ServiceError as err:
@@ -125,8 +128,10 @@ def stream(
     # Streaming handlers stay `async def ... yield` (the OpenTelemetry aio interceptor needs it).
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        tracing.annotate_message(request)
         try:
             async for item in fn(self, request, context):
+                tracing.annotate_message(item)  # the stream's span ends with its last status
                 yield item
         except ServiceError as err:
             await _abort(context, err)

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import ConfigError
+from services.runtime import tracing
 from services.runtime.metrics import MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
 
@@ -101,8 +102,11 @@ class RunningServer:
                 f"plaintext listen on non-loopback {listen.host}: configure TLS (NIJA_TLS_CERT, "
                 "NIJA_TLS_KEY) or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
             )
-        # Optional `interceptors` on the app: e.g. its AuthInterceptor.
-        interceptors = tuple(getattr(app, "interceptors", None) or ())
+        # Tracing first (a refused call is still a span), then the app's own (its AuthInterceptor).
+        interceptors = (
+            *tracing.server_interceptors(only_continued=getattr(app, "traces_only_continued", False)),
+            *(getattr(app, "interceptors", None) or ()),
+        )
         self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self._health_servicer = health.aio.HealthServicer()
         self.health = Health(self._health_servicer, app.service_names)

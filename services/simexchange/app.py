@@ -109,6 +109,9 @@ def _wall_clock() -> datetime:
 
 class App:
     service_names = (SERVICE_NAME,)
+    # The exchange stands outside the mesh: it shows up in a signal's trace, but starts none of
+    # its own (the executors' book refreshes would bury everything else).
+    traces_only_continued = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
