@@ -404,6 +404,9 @@ class ExecutorEngine:
         """Re-read the listed pairs' books (best prices, visible liquidity per side) as far as the
         exchange's public budget allows right now, oldest first; orders never wait behind this."""
         pairs = sorted(self._markets, key=lambda p: self._quotes[p].at if p in self._quotes else -1.0)
+        if self.breaker.state is not BreakerState.CLOSED:
+            # The exchange is left alone for the breaker's open period, then one read is its probe.
+            pairs = pairs[:1] if self.breaker.allow() else []
         if self._limits is not None:
             # Paced by its own bucket so it never takes more than a share of the exchange's public
             # budget, and only booked when the exchange's budget has room right now.
@@ -456,8 +459,8 @@ class ExecutorEngine:
                 "order_book", EXECUTOR_ACCOUNT, lambda: self._venue.fetch_order_book(pair), reserved=True
             )
         except VenueError as exc:
-            if exc.transport:
-                self._record_transport(ok=False)
+            # Any answer but a transport failure shows the exchange is there (a probe must end).
+            self._record_transport(ok=not exc.transport)
             log.warning("order book unavailable", extra={"pair": pair, "error": repr(exc)})
             self._quotes.pop(pair, None)
             return

@@ -23,7 +23,7 @@ async def test_outage_opens_the_breaker_turns_not_serving_and_a_probe_closes_it(
     sim = await RunningServer(sim_app.build_app(load_config(sim_app.Config, {})), Listen(port=0)).start()
     config = load_config(executor_app.Config, {
         "broker": "binance", "simexchange_target": sim.target, "aggregator_target": "127.0.0.1:9",
-        "info_refresh_s": "0.05", "breaker_open_s": "0.5", "journal_path": str(tmp_path / "journal.db"),
+        "info_refresh_s": "0.05", "breaker_open_s": "1.0", "rate_limits": "false", "journal_path": str(tmp_path / "journal.db"),
     })
     executor = await RunningServer(executor_app.build_app(config, Security(), authenticate), Listen(port=0)).start()
     try:
@@ -58,6 +58,7 @@ async def _scenario(executor: RunningServer, sim: RunningServer) -> None:
         assert engine.breaker.state is BreakerState.CLOSED
 
         transitions = []
+        at: list[float] = []
         original = engine._record_transport
 
         def spy(ok: bool) -> None:
@@ -65,6 +66,7 @@ async def _scenario(executor: RunningServer, sim: RunningServer) -> None:
             original(ok)
             if engine.breaker.state is not before:
                 transitions.append((before.value, engine.breaker.state.value, engine.breaker._failures))
+                at.append(asyncio.get_running_loop().time())
 
         engine._record_transport = spy
         await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="binance", mode=simexchange_pb2.FAULT_MODE_UNAVAILABLE))
@@ -74,7 +76,10 @@ async def _scenario(executor: RunningServer, sim: RunningServer) -> None:
         await faults.SetFault(simexchange_pb2.SetFaultRequest(broker="binance", mode=simexchange_pb2.FAULT_MODE_NONE))
         await until(lambda: statuses[-1] == SERVING)
         assert engine.breaker.state is BreakerState.CLOSED
-        # After the open period the first success (the probe) closes it; exactly-one-probe is
+        # The exchange is left alone while OPEN (not even book reads, whose first success would
+        # close it at once); after the open period one probe closes it. Exactly-one-probe is
         # shown with an injected clock in tests/unit/test_domain_basics.py.
-        assert transitions[-1][1] == "closed" and all(t[1] != "closed" for t in transitions[1:-1])
+        assert transitions[-1] == ("half_open", "closed", 0)
+        assert all(t[1] != "closed" for t in transitions[1:-1])
+        assert at[-1] - at[0] >= engine.breaker.open_seconds
         watcher.cancel()
