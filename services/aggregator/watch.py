@@ -22,6 +22,16 @@ def _ends(update: common_pb2.ExecutionUpdate) -> bool:
     return STATUS_FROM_PB[update.status].terminal
 
 
+async def _is_over(ledger: Ledger, user_id: str, signal_id: str) -> bool:
+    try:
+        order = await ledger.get_order(user_id, signal_id)
+    except ServiceError as exc:
+        if exc.code is grpc.StatusCode.NOT_FOUND:  # not created yet: watched until it is
+            return False
+        raise
+    return STATUS_FROM_PB[order.status].terminal
+
+
 async def watch(
     ledger: Ledger,
     hub: Hub,
@@ -33,6 +43,9 @@ async def watch(
     """With `signal_id`, only that signal's updates, ending after its terminal update."""
     last = after_sequence
     with hub.subscribe(user_id) as live:
+        # Read before the replay: an order already over whose terminal update is at or before
+        # `after_sequence` has nothing more to send (a client re-attaching after the end).
+        finished = bool(signal_id) and await _is_over(ledger, user_id, signal_id or "")
         while True:
             batch = await ledger.replay(user_id, last, signal_id, page)
             for update in batch:
@@ -42,6 +55,8 @@ async def watch(
                     return
             if len(batch) < page:
                 break
+        if finished:
+            return
         while True:
             try:
                 update = await live.next()

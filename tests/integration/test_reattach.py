@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 
+import grpc
 import pytest
 from nija.router.v1 import router_pb2
 
@@ -34,3 +35,19 @@ async def test_a_caller_gone_mid_stream_comes_back_for_the_rest(mesh: InProcessM
     assert status_name(updates[-1].status) == "filled"
     stored = mesh.ledger_rows("SELECT count(*) FROM updates WHERE signal_id = ?", pb.signal_id)[0][0]
     assert stored == len(updates)
+
+
+async def test_re_attaching_after_the_end_ends_at_once(mesh: InProcessMesh) -> None:
+    """A client that already saw the terminal update (or asks from past it) gets an empty stream
+    that ends, not one that waits for its deadline."""
+    pb = signal(user="bob", pair="ETH-USD", usd="200", signal_id="reattach-after-end")
+    updates = [r.update async for r in mesh.router.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=30)]
+    assert status_name(updates[-1].status) == "filled"
+    for after in (updates[-1].sequence, updates[-1].sequence + 100):
+        call = mesh.router.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb, after_sequence=after), timeout=3)
+        assert [r async for r in call] == []
+        assert await call.code() == grpc.StatusCode.OK
+    # From before the end, the rest still arrives and ends with the terminal update.
+    call = mesh.router.SubmitSignal(
+        router_pb2.SubmitSignalRequest(signal=pb, after_sequence=updates[-2].sequence), timeout=3)
+    assert [r.update.sequence async for r in call] == [updates[-1].sequence]
