@@ -34,10 +34,15 @@ KIND_TO_PB = {v: k for k, v in KIND_FROM_PB.items()}
 
 
 class PermissionClient:
-    def __init__(self, target: str, security: Security | None = None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, target: str, security: Security | None = None, timeout_s: float = 2.0, reserve_timeout_s: float | None = None
+    ) -> None:
         self._channel = open_channel(target, security)
         self._stub = permission_pb2_grpc.PermissionServiceStub(self._channel)
         self._timeout_s = timeout_s
+        # Reservations of one user go one at a time: a burst queues, and the caller's own
+        # deadline (when shorter) is what bounds the wait.
+        self._reserve_timeout_s = reserve_timeout_s or timeout_s
 
     async def close(self) -> None:
         await self._channel.close()
@@ -54,7 +59,7 @@ class PermissionClient:
             user_id=signal.user_id, pair=signal.pair, side=SIDE_TO_PB[signal.side],
             size_usd=fmt(signal.size_usd), signal_id=signal.signal_id,
         )
-        return await self._call(self._stub.ReserveTrade, request, time_remaining)
+        return await self._call(self._stub.ReserveTrade, request, time_remaining, self._reserve_timeout_s)
 
     async def release(self, user_id: str, signal_id: str, time_remaining: float | None = None) -> bool:
         request = permission_pb2.ReleaseReservationRequest(user_id=user_id, signal_id=signal_id)
@@ -107,8 +112,8 @@ class PermissionClient:
                 log.warning("controls stream broke; reconnecting", extra={"code": exc.code().name})
             await asyncio.sleep(0.5)
 
-    async def _call(self, method, request, time_remaining):  # type: ignore[no-untyped-def]
+    async def _call(self, method, request, time_remaining, timeout_s=None):  # type: ignore[no-untyped-def]
         try:
-            return await method(request, timeout=bounded(self._timeout_s, time_remaining))
+            return await method(request, timeout=bounded(timeout_s or self._timeout_s, time_remaining))
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None

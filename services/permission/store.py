@@ -273,6 +273,10 @@ class UserStore:
         self._unconfirmed_ttl = timedelta(seconds=unconfirmed_ttl_s)
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
+        # Reads (tokens, users, keys, positions) on a connection and thread of their own, so a
+        # burst of reservations queued for the writer never holds up authenticating a caller.
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_db: Database | None = None
 
     async def open(self) -> None:
         """Connect (SQLite: create the parent directory and the file) and apply the migrations
@@ -286,11 +290,16 @@ class UserStore:
             self._executor.shutdown(wait=True)
             self._executor = None
             raise
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="permission-db-read")
 
     async def close(self) -> None:
         if self._executor is None:
             return
         try:
+            if self._reader is not None:
+                await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
+                self._reader.shutdown(wait=True)
+                self._reader = None
             await self._run(self._close)
         finally:
             self._executor.shutdown(wait=True)
@@ -453,11 +462,27 @@ class UserStore:
     async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
         """`fn(db, *args)` in one transaction on the store's thread (retried when PostgreSQL asks)."""
 
+        if not write and self._reader is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, self._read_job, fn, args)
+
         def job() -> T:
             db = self._database()
             return db.run(lambda: fn(db, *args), write=write)
 
         return await self._run(job)
+
+    def _read_job(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._executor is None:
+            raise StoreNotOpen(f"store {self.target} is not open")
+        if self._read_db is None:  # made on the reader thread, which alone uses it
+            self._read_db = open_database(self.target)
+        db = self._read_db
+        return db.run(lambda: fn(db, *args), write=False)
+
+    def _close_reader(self) -> None:
+        if self._read_db is not None:
+            self._read_db.close()
+            self._read_db = None
 
     def _open(self) -> None:
         db = open_database(self.target)

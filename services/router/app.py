@@ -46,6 +46,8 @@ class Config:
     info_push_interval_ms: int = 500
     info_stale_after_s: float = 3.0
     rpc_timeout_s: float = 5.0
+    # A burst queues at the permission service (one user's reservations go one at a time).
+    reserve_timeout_s: float = 60.0
     execute_timeout_s: float = 600.0
     max_attempts: int = 3
     # Near-equal brokers share the flow: best | score_weighted | least_loaded.
@@ -84,7 +86,9 @@ class RouterApp:
 
     def __init__(self, config: Config, security: Security, authenticate: Authenticate | None = None) -> None:
         self.config = config
-        self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
+        self.permission = PermissionClient(
+            config.permission_target, security, timeout_s=config.rpc_timeout_s, reserve_timeout_s=config.reserve_timeout_s
+        )
         self.ledger = LedgerClient(config.aggregator_target, security, timeout_s=config.rpc_timeout_s)
         self.directory = ExecutorDirectory(
             config.executors(),

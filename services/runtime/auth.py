@@ -214,7 +214,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = await self._authenticate(bearer)
         except Exception as exc:  # the auth upstream is down: the caller may retry, we must not crash
             await _refuse(context, method, None, grpc.StatusCode.UNAVAILABLE, "AUTH_UNAVAILABLE",
-                          "cannot verify the token now; retry later", error=type(exc).__name__)
+                          "cannot verify the token now; retry later", error=f"{type(exc).__name__}: {exc}")
         if principal is None:
             await _refuse(context, method, None, grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN",
                           "invalid or unknown bearer token")
