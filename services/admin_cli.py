@@ -2,7 +2,7 @@
 
 Every command but `certs` (and `tokens create --offline`) calls the permission service's
 AdminService with an admin token (`ledger export` reads the aggregator's ledger with it):
-`--token`, else $NIJA_TOKEN, else the file `nija up` wrote (<data-dir>/admin.token). API secrets are read from the environment or a prompt, never from
+`--token`, else $NIJA_TOKEN (or $NIJA_TOKEN_FILE), else the file `nija up` wrote (<data-dir>/admin.token). API secrets are read from the environment or a prompt, never from
 the command line (where `ps` would show them).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import dataclasses
 import datetime
 import getpass
 import json
@@ -28,23 +27,25 @@ from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
+from services.client.config import client_security
+from services.client.config import client_token as token_from_env
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.permission.client import KIND_TO_PB
 from services.runtime.auth import PrincipalKind
 from services.runtime.channels import open_channel
 from services.runtime.errors import reason_of
-from services.runtime.security import load_security
 from services.runtime.wire import SIDE_FROM_PB, SIGNAL_TYPE_FROM_PB, status_name
 
 MESH_SERVICES = ("simexchange", "aggregator", "permission", *(f"executor-{b}" for b in BROKERS), "router")
 
 
 def client_token(args: argparse.Namespace) -> str:
-    """The caller's bearer token: --token, $NIJA_TOKEN, or <data-dir>/admin.token."""
+    """The caller's bearer token: --token, $NIJA_TOKEN (or $NIJA_TOKEN_FILE), or <data-dir>/admin.token."""
     if getattr(args, "token", None):
         return args.token
-    if os.environ.get("NIJA_TOKEN"):
-        return os.environ["NIJA_TOKEN"]
+    from_env = token_from_env()
+    if from_env:
+        return from_env
     # Beside the manifest when one was named, else in the data directory.
     mesh = getattr(args, "mesh", None)
     path = (pathlib.Path(mesh).parent if mesh else pathlib.Path(getattr(args, "data_dir", None) or "var")) / "admin.token"
@@ -65,13 +66,8 @@ def target_of(args: argparse.Namespace, service: str) -> str:
 
 def client_channel(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
     """A channel to `service` carrying the caller's token (and TLS from NIJA_TLS_* when set)."""
-    security = dataclasses.replace(load_security(_client_env()), token=client_token(args))
-    return open_channel(target_of(args, service), security)
-
-
-def _client_env() -> dict[str, str]:
     # A CLI speaks for its user, never with a service token that happens to be in the environment.
-    return {k: v for k, v in os.environ.items() if not k.startswith("NIJA_SERVICE_TOKEN")}
+    return open_channel(target_of(args, service), client_security(token=client_token(args)))
 
 
 def _run(call: Callable[[permission_pb2_grpc.AdminServiceStub], Awaitable[Any]], args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
   nija up [--demo] [--tls]    every service as its own process; Ctrl-C stops them all
   nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
   nija trade --user U ...     submit a signal and print each update as it streams
-  nija status                 every service's gRPC health
+  nija status [--watch|--json] every service's health, each broker's breaker, queue and flow
   nija users|tokens|keys|limits|kill-switch|strategies|positions|certs|ledger export
                               administration and accounting (services.admin_cli)
 """
@@ -22,23 +22,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from nija.common.v1 import common_pb2
-from nija.permission.v1 import permission_pb2, permission_pb2_grpc
-from nija.router.v1 import router_pb2, router_pb2_grpc
+from typing import TYPE_CHECKING, Any
 
 from services import admin_cli, trace_view
+from services.client import NijaClient, client_environ, make_signal, stream_trade
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
-from services.domain.signal import SignalType
+from services.domain.states import Status
 from services.permission.bootstrap import Issued, issue_mesh_tokens
 from services.permission.demo import DEMO_USERS
 from services.runtime.certs import make_dev_certs
-from services.runtime.channels import open_channel
 from services.runtime.config import (
     ConfigError,
     env_values,
@@ -46,11 +39,14 @@ from services.runtime.config import (
     parse_assignments,
 )
 from services.runtime import tracing
-from services.runtime.errors import reason_of
 from services.runtime.logging import configure_logging
 from services.runtime.security import Security, load_security
 from services.runtime.server import Listen, serve
-from services.runtime.wire import SIGNAL_TYPE_TO_PB, status_name
+from services.status.members import HEALTH_NAMES, read_manifest
+from services.status.probe import Probe, follow, snapshot, wait_serving
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Service kind -> module exposing `Config` and `build_app(config)`.
 SERVICE_MODULES = {
@@ -60,16 +56,6 @@ SERVICE_MODULES = {
     "executor": "services.executor.app",
     "router": "services.router.app",
 }
-
-HEALTH_NAMES = {
-    "simexchange": "nija.simexchange.v1.SimulatedExchangeService",
-    "aggregator": "nija.aggregator.v1.AggregatorService",
-    "permission": "nija.permission.v1.PermissionService",
-    "executor": "nija.executor.v1.ExecutorService",
-    "router": "nija.router.v1.RouterService",
-}
-
-TERMINAL = {"filled", "rejected", "failed", "cancelled"}
 
 #: Services that call others, and so need a service token of their own.
 CALLERS = {"router", "aggregator", "executor"}
@@ -396,137 +382,95 @@ async def run_demo(router: str, permission: str, tokens: dict[str, str], securit
     print("\ndemo: five signals, updates as they stream")
     for user, pair, side, usd, kind in DEMO_TRADES:
         print(f"\n> {user}: {side} ${usd} {pair} ({kind})")
-        async with open_channel(router, dataclasses.replace(security, token=tokens[user])) as channel:
-            stub = router_pb2_grpc.RouterServiceStub(channel)
-            await stream_trade(stub, make_signal(user, pair, side, usd, kind), timeout=60.0)
+        async with NijaClient(router, security=security, token=tokens[user], strategy="demo") as nija:
+            await stream_trade(nija, make_signal(user, pair, side, usd, kind, strategy="demo"), timeout=60.0)
     await asyncio.sleep(0.5)  # the ledger hands fills to the position manager right after it stores them
     print("\npositions")
     for user in ("alice", "bob"):
-        async with open_channel(permission, dataclasses.replace(security, token=tokens[user])) as channel:
-            response = await permission_pb2_grpc.PermissionServiceStub(channel).GetPositions(
-                permission_pb2.GetPositionsRequest(user_id=user), timeout=10
-            )
-        for p in response.positions:
+        async with NijaClient(router, permission=permission, security=security, token=tokens[user]) as nija:
+            held = await nija.positions(user)
+        for p in held.positions:
             print(f"  {user:<6} {p.pair:<9} {p.quantity:>14} @ {p.average_entry_price:<12} "
                   f"realized {p.realized_pnl} fees {p.fees}")
-        print(f"  {user:<6} today: traded ${response.today.traded_usd}, open reservations {response.today.open_reservations}")
+        print(f"  {user:<6} today: traded ${held.traded_usd}, open reservations {held.open_reservations}")
     print()
 
 
 # ---- trade ---------------------------------------------------------------------------------------
 
 
-def make_signal(user: str, pair: str, side: str, usd: str, kind: str, signal_id: str | None = None) -> common_pb2.TradeSignal:
-    pb = common_pb2.TradeSignal(
-        signal_id=signal_id or f"cli-{uuid.uuid4().hex[:16]}",
-        user_id=user,
-        pair=pair,
-        side={"buy": common_pb2.SIDE_BUY, "sell": common_pb2.SIDE_SELL}[side],
-        size_usd=usd,
-        signal_type=SIGNAL_TYPE_TO_PB[SignalType(kind)],
-        strategy="cli",
-    )
-    pb.timestamp.GetCurrentTime()
-    return pb
-
-
-def describe(update: common_pb2.ExecutionUpdate) -> str:
-    status = status_name(update.status)
-    parts = [f"#{update.sequence:<4} {status:<12}", update.broker or "-"]
-    if update.fills:
-        for fill in update.fills:
-            role = "maker" if fill.liquidity == common_pb2.LIQUIDITY_MAKER else "taker"
-            parts.append(f"fill {fill.quantity} @ {fill.price} fee {fill.fee} {fill.fee_currency} ({role})")
-    if update.filled_quantity not in ("", "0"):
-        parts.append(f"filled {update.filled_quantity} avg {update.average_price} fees {update.fees_total}")
-    if update.reason:
-        parts.append(update.reason)
-    return "  ".join(parts)
-
-
-async def stream_trade(stub: router_pb2_grpc.RouterServiceStub, signal_pb: common_pb2.TradeSignal, timeout: float) -> str:
-    """Print each update; returns the terminal status name, or the error code name."""
-    print(f"  signal {signal_pb.signal_id}")
-    last = ""
-    try:
-        async for response in stub.SubmitSignal(router_pb2.SubmitSignalRequest(signal=signal_pb), timeout=timeout):
-            print("  " + describe(response.update), flush=True)
-            last = status_name(response.update.status)
-    except grpc.aio.AioRpcError as exc:
-        print(f"  refused: {exc.code().name} {reason_of(exc)}: {exc.details()}", flush=True)
-        return exc.code().name
-    return last
-
-
-def _manifest(path: str | None) -> dict[str, str]:
-    """Service name -> target, from `nija up`'s manifest, or the default ports."""
-    candidate = pathlib.Path(path or "var/mesh.json")
-    if candidate.exists():
-        return {name: entry["target"] for name, entry in json.loads(candidate.read_text()).items()}
-    if path:
-        raise SystemExit(f"no mesh manifest at {path}")
-    return {name: f"127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
+def _manifest_path(args: argparse.Namespace) -> str | None:
+    """--mesh, else <data-dir>/mesh.json when `nija up` wrote one there."""
+    in_data_dir = pathlib.Path(getattr(args, "data_dir", None) or "var") / "mesh.json"
+    return args.mesh or (str(in_data_dir) if in_data_dir.exists() else None)
 
 
 async def _trade(args: argparse.Namespace) -> int:
-    in_data_dir = pathlib.Path(args.data_dir) / "mesh.json"
-    router = args.router or _manifest(args.mesh or (str(in_data_dir) if in_data_dir.exists() else None))["router"]
-    security = dataclasses.replace(load_security(admin_cli._client_env()), token=admin_cli.client_token(args))
-    async with open_channel(router, security) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        signal_pb = make_signal(args.user, args.pair, args.side, args.usd, args.type, args.signal_id)
-        result = await stream_trade(stub, signal_pb, args.timeout)
-    return 0 if result in TERMINAL else 1
+    manifest = _manifest_path(args)
+    # --router, else the manifest's, else $NIJA_ROUTER or the default port (the client's own default).
+    router = args.router or (read_manifest(manifest)["router"].target if manifest else None)
+    async with NijaClient(router, token=admin_cli.client_token(args), strategy="cli") as nija:
+        signal_pb = make_signal(args.user, args.pair, args.side, args.usd, args.type, args.signal_id, strategy="cli")
+        outcome = await stream_trade(nija, signal_pb, args.timeout)
+    # A final state (even rejected) is a completed trade; a refusal by status code is not.
+    return 0 if outcome in {s.value for s in Status if s.terminal} else 1
 
 
 def cmd_trade(args: argparse.Namespace) -> int:
-    return asyncio.run(_trade(args))
+    try:
+        return asyncio.run(_trade(args))
+    except ConfigError as exc:  # e.g. plaintext to a remote router without NIJA_TLS_CA
+        print(f"nija trade: {exc}", file=sys.stderr)
+        return 2
 
 
 # ---- status --------------------------------------------------------------------------------------
 
 
-async def health_status(target: str, service: str, timeout: float = 2.0, security: Security | None = None) -> str:
-    """Health needs no token; with TLS it needs the CA (and, for mTLS, a client certificate)."""
-    async with open_channel(target, security) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code().name
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+async def _status(args: argparse.Namespace, console: Console) -> int:
+    from rich.live import Live
 
+    from services.status.render import render
 
-async def wait_serving(target: str, service: str, timeout_s: float, security: Security | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = await health_status(target, service, timeout=1.0, security=security)
-        if status == "SERVING":
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{target} ({service}) is {status} after {timeout_s:g} s")
-        await asyncio.sleep(0.1)
-
-
-async def _status(args: argparse.Namespace) -> int:
-    targets = _manifest(args.mesh)
-    security = load_security(admin_cli._client_env())
-    results = await asyncio.gather(
-        *(health_status(t, HEALTH_NAMES[_kind(n)], security=None if n == "simexchange" else security)
-          for n, t in targets.items())
-    )
-    for (name, target), status in zip(targets.items(), results):
-        print(f"{name:<20} {target:<18} {status}")
-    return 0 if all(s == "SERVING" for s in results) else 1
-
-
-def _kind(name: str) -> str:
-    """The service kind of a mesh member ("executor-kraken" -> "executor", "router-2" -> "router")."""
-    return name.split("-", 1)[0] if name.startswith(("executor-", "router-")) else name
+    members = read_manifest(_manifest_path(args)).values()
+    security = load_security(client_environ())
+    wide = console.width >= 120  # room for each service's target and the counters' totals
+    async with Probe(members, security) as probe:
+        if not args.watch:
+            view = await snapshot(probe, args.interval)
+            if args.json:
+                print(json.dumps(view.to_dict(), indent=2))
+            else:
+                console.print(render(view, wide))
+            return 0 if view.serving else 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.json:  # one JSON line per refresh, for scripts that follow the mesh
+            view = await follow(probe, args.interval, lambda v: print(json.dumps(v.to_dict()), flush=True), stop)
+        elif console.is_terminal:  # redrawn in place
+            with Live(console=console, auto_refresh=False) as live:
+                view = await follow(probe, args.interval, lambda v: live.update(render(v, wide), refresh=True), stop)
+        else:  # piped into a file or a pager: one table after the other
+            view = await follow(probe, args.interval, lambda v: console.print(render(v, wide)), stop)
+        return 0 if view.serving else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return asyncio.run(_status(args))
+    # rich only here: every service process starts through this module and needs none of it.
+    from rich.console import Console
+
+    if args.interval <= 0:
+        print("nija status: --interval must be positive", file=sys.stderr)
+        return 2
+    # Wide enough when piped that a row is never wrapped or cut; a terminal keeps its own width.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        return asyncio.run(_status(args, console))
+    except ConfigError as exc:  # e.g. plaintext to a remote mesh without NIJA_TLS_CA
+        print(f"nija status: {exc}", file=sys.stderr)
+        return 2
 
 
 # ---- entry ---------------------------------------------------------------------------------------
@@ -572,8 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="var", help="where `nija up` keeps its admin token")
     p.set_defaults(func=cmd_trade)
 
-    p = sub.add_parser("status", help="print every service's health")
-    p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default var/mesh.json)")
+    p = sub.add_parser("status", help="every service's health; each broker's breaker, queue and flow")
+    p.add_argument("--mesh", default=None, help="mesh manifest written by `nija up` (default <data-dir>/mesh.json)")
+    p.add_argument("--data-dir", default="var", help="where `nija up` keeps its manifest")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between the two scrapes rates come from (with --watch: between refreshes)")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="the view as JSON (with --watch: one line per refresh)")
     p.set_defaults(func=cmd_status)
 
     admin_cli.add_commands(sub)
