@@ -3,6 +3,7 @@ re-attaching and the typed errors, with user tokens as a strategy would hold the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -111,7 +112,11 @@ async def test_a_deadline_ends_the_wait_and_cancel_ends_the_resting_order(tmp_pa
 async def test_positions_come_back_as_decimals(mesh: InProcessMesh) -> None:
     async with client(mesh) as nija:
         await nija.place_order_async("alice", "BTC-USD", "buy", "250", signal_id="c-pos")
-        held = await nija.positions("alice")
+        for _ in range(100):  # the ledger hands the fill to the position manager just after storing it
+            held = await nija.positions("alice")
+            if held.traded_usd > 0:
+                break
+            await asyncio.sleep(0.05)
     assert held.traded_usd > 0
     assert any(p.pair == "BTC-USD" and p.quantity > 0 for p in held.positions)
 

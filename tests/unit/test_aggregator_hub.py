@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2 as c
 
 from services.aggregator.hub import Hub, Overflowed
@@ -29,6 +30,13 @@ class FakeLedger:
         self.hub = hub
         self.stored = stored
         self.during_read: list[c.ExecutionUpdate] = []
+
+    async def get_order(self, user_id: str, signal_id: str) -> aggregator_pb2.Order:
+        """The order's status: that of its latest stored update (NOT_FOUND before the first)."""
+        mine = [u for u in self.stored if u.user_id == user_id and u.signal_id == signal_id]
+        if not mine:
+            raise ServiceError(grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND", signal_id)
+        return aggregator_pb2.Order(user_id=user_id, signal_id=signal_id, status=mine[-1].status)
 
     async def replay(
         self, user_id: str, after: int, signal_id: str | None, limit: int
