@@ -127,8 +127,9 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
     ) -> permission_pb2.GetPositionsResponse:
         user_id = _user_id(request.user_id)
         await _user(self._store, user_id)
-        positions = await _guard(self._store.positions(user_id))
+        # One read: positions and today's figures from the same snapshot, never a fill half-seen.
         exposure = await _guard(self._store.exposure(user_id))
+        positions = [exposure.positions[pair] for pair in sorted(exposure.positions)]
         today = permission_pb2.DailyUsage(
             day=self._store.today(),
             traded_usd=fmt(exposure.traded_today_usd),
