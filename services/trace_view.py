@@ -117,7 +117,7 @@ def render(trace: list[Span]) -> str:
 
 
 def as_json(trace: list[Span]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in dataclasses.asdict(s).items() if k != "children"}
+    return [{f.name: getattr(s, f.name) for f in dataclasses.fields(Span) if f.name != "children"}
             for s in sorted(trace, key=lambda s: s.start_ns)]
 
 

@@ -14,8 +14,7 @@ import os
 from collections.abc import Mapping
 
 from services.domain.brokers import DEFAULT_PORTS
-from services.runtime.config import ConfigError
-from services.runtime.security import Security, load_security, read_file
+from services.runtime.security import Security, load_security, token_from_env
 
 #: Service -> the environment variable naming its target ("host:port").
 TARGET_VARIABLES = {"router": "NIJA_ROUTER", "aggregator": "NIJA_AGGREGATOR", "permission": "NIJA_PERMISSION"}
@@ -29,15 +28,7 @@ def client_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def client_token(environ: Mapping[str, str] | None = None) -> str:
     """$NIJA_TOKEN, or the contents of $NIJA_TOKEN_FILE; "" when neither is set."""
-    env = os.environ if environ is None else environ
-    token, token_file = env.get("NIJA_TOKEN", ""), env.get("NIJA_TOKEN_FILE", "")
-    if token and token_file:
-        raise ConfigError("set NIJA_TOKEN or NIJA_TOKEN_FILE, not both")
-    if token_file:
-        token = read_file(token_file).decode().strip()
-        if not token:
-            raise ConfigError(f"NIJA_TOKEN_FILE {token_file} is empty")
-    return token
+    return token_from_env(os.environ if environ is None else environ, "NIJA_TOKEN")
 
 
 def client_security(environ: Mapping[str, str] | None = None, token: str | None = None) -> Security:

@@ -46,6 +46,18 @@ class Security:
         return self.tls and self.client_auth and bool(self.tls_ca_file)
 
 
+def token_from_env(env: Mapping[str, str], name: str) -> str:
+    """$name, or the contents of the file ${name}_FILE; "" when neither is set."""
+    token, token_file = env.get(name, ""), env.get(f"{name}_FILE", "")
+    if token and token_file:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if token_file:
+        token = read_file(token_file).decode().strip()
+        if not token:
+            raise ConfigError(f"{name}_FILE {token_file} is empty")
+    return token
+
+
 def load_security(environ: Mapping[str, str] | None = None) -> Security:
     """`Security` from NIJA_TLS_* / NIJA_ALLOW_PLAINTEXT_REMOTE / NIJA_SERVICE_TOKEN[_FILE].
 
@@ -53,14 +65,7 @@ def load_security(environ: Mapping[str, str] | None = None) -> Security:
     connection.
     """
     env = os.environ if environ is None else environ
-    token = env.get("NIJA_SERVICE_TOKEN", "")
-    token_file = env.get("NIJA_SERVICE_TOKEN_FILE", "")
-    if token and token_file:
-        raise ConfigError("set NIJA_SERVICE_TOKEN or NIJA_SERVICE_TOKEN_FILE, not both")
-    if token_file:
-        token = read_file(token_file).decode().strip()
-        if not token:
-            raise ConfigError(f"NIJA_SERVICE_TOKEN_FILE {token_file} is empty")
+    token = token_from_env(env, "NIJA_SERVICE_TOKEN")
     security = Security(
         tls_cert_file=env.get("NIJA_TLS_CERT", ""),
         tls_key_file=env.get("NIJA_TLS_KEY", ""),
