@@ -68,7 +68,10 @@ async def test_latency_change_moves_the_route_within_a_second_without_info_rpcs(
 async def test_queue_depth_change_moves_the_route(tmp_path):
     # Binance's executor runs one order at a time from a queue of 20; its worker is held, so
     # orders routed there wait in the queue and its load score falls.
-    mesh = await start_mesh(tmp_path, executor={"concurrency": "1", "max_queue_size": "20"})
+    # The best route only (no load balancing among near-equal brokers): the first order must go
+    # to binance, the top score, for its queue to fill.
+    mesh = await start_mesh(tmp_path, executor={"concurrency": "1", "max_queue_size": "20"},
+                            router={"balancing": "best"})
     try:
         engine = mesh.servers["executor-binance"].app.engine
         gate = asyncio.Event()
@@ -84,7 +87,9 @@ async def test_queue_depth_change_moves_the_route(tmp_path):
         directory = mesh.servers["router"].app.directory
         # How long one change (an order entering binance's queue) takes to reach the router.
         first = asyncio.create_task(mesh.submit(signal(signal_id="q-first", usd="100")))
+        waited = time.monotonic()
         while engine.snapshot().active_executions + engine.snapshot().queue_depth < 1:
+            assert time.monotonic() - waited < 10, "the first order never reached binance's executor"
             await asyncio.sleep(0.001)
         changed_at = time.monotonic()
         assert await directory.wait_for(lambda: directory.info("binance").active_executions >= 1, 5.0)
