@@ -48,5 +48,29 @@ def fresh_schema() -> Iterator[str]:
     try:
         yield schema_url(schema)
     finally:
-        with psycopg.connect(base_url(), autocommit=True) as conn:
+        drop_schema(schema)
+
+
+def drop_schema(schema: str, lock_timeout_s: int = 30) -> None:
+    """DROP SCHEMA ... CASCADE, never waiting forever: a connection the test left inside a
+    transaction would hold locks the drop needs. Such a leak is a bug the test must report, so
+    after `lock_timeout_s` the holders are named in the error (and ended, so the drop completes)."""
+    with psycopg.connect(base_url(), autocommit=True) as conn:
+        conn.execute(f"SET lock_timeout = '{lock_timeout_s}s'")
+        try:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            return
+        except psycopg.errors.LockNotAvailable:
+            holders = conn.execute(
+                "SELECT DISTINCT a.pid, a.state, left(a.query, 200) FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " JOIN pg_class c ON c.oid = l.relation"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND a.pid <> pg_backend_pid()",
+                (schema,),
+            ).fetchall()
+            for pid, _, _ in holders:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            conn.execute("SET lock_timeout = 0")
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        raise AssertionError(f"schema {schema} was still locked after the test by {holders}")
