@@ -49,8 +49,10 @@ from services.executor.journal import Journal
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
+    Balance,
     BookLevel,
     DuplicateClientOrderId,
+    ExchangeRejected,
     ExchangeUnavailable,
     FeeSchedule,
     FillReport,
@@ -326,6 +328,15 @@ class ExecutorEngine:
             job.wind_down = True
         while self._active and loop.time() < deadline + grace_s / 4:
             await asyncio.sleep(0.02)
+
+    async def account_of(self, user_id: str) -> Account:
+        return await self._accounts(user_id)
+
+    async def check_account(self, user_id: str) -> dict[str, Balance]:
+        """Read the user's balances with their stored keys, within the exchange's rate limits:
+        shows the keys work. Typed venue errors come back as they are (AuthenticationFailed...)."""
+        account = await self._accounts(user_id)
+        return await self._timed("balances", account.account_id, lambda: self._venue.fetch_balances(account))
 
     async def cancel(self, user_id: str, signal_id: str, reason: str) -> None:
         """Stop a signal's order: queued -> CANCELLED now; running -> at its next step."""
@@ -906,7 +917,7 @@ class ExecutorEngine:
             raise _Ambiguous(f"{what}: {exc}") from exc
         except OrderNotFound as exc:
             raise _LegOutcome(Status.FAILED, f"{what}: order not found on {self.broker}") from exc
-        except (InsufficientFunds, InvalidOrder, AuthenticationFailed) as exc:
+        except (InsufficientFunds, InvalidOrder, AuthenticationFailed, ExchangeRejected) as exc:
             raise _LegOutcome(Status.REJECTED, f"{self.broker} rejected the order: {exc}") from exc
         except DuplicateClientOrderId:
             raise

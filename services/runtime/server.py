@@ -143,9 +143,9 @@ class RunningServer:
                 self.listen.host, self.listen.metrics_port, lambda: self.health.serving
             ).start()
             if self.listen.port_file:
-                _write_atomically(f"{self.listen.port_file}.metrics", str(self.metrics.port))
+                write_atomically(f"{self.listen.port_file}.metrics", str(self.metrics.port))
         if self.listen.port_file:  # last: whoever waits for it finds the metrics port written too
-            _write_atomically(self.listen.port_file, str(self.port))
+            write_atomically(self.listen.port_file, str(self.port))
         log.info(
             "serving",
             extra={"port": self.port, "services": list(self.app.service_names),
@@ -169,7 +169,7 @@ class RunningServer:
         log.info("stopped")
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
         fh.write(text)

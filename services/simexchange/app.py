@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 import secrets
@@ -15,10 +16,13 @@ import grpc
 from nija.simexchange.v1 import simexchange_pb2_grpc
 
 from services.domain.money import BadDecimal, parse_decimal
+from services.emulators import dialect
+from services.emulators.base import Buckets, EmulatorServer, Exchange
 from services.runtime.config import ConfigError
-from services.runtime.server import Health
+from services.runtime.server import Health, write_atomically
 from services.simexchange.core import SimExchange, check_depth_multiplier, check_fee_schedule
 from services.simexchange.listings import BROKER_PROFILES, FeeSchedule
+from services.simexchange.network import Network
 from services.simexchange.servicer import SimulatedExchangeServicer
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,14 @@ class Config:
     fee_overrides: str = ""
     #: Multiply how much a broker's books hold: "alpaca=0.05,kraken=2".
     depth_overrides: str = ""
+    #: Serve these brokers' own REST dialects too (services/emulators), for the live ccxt venues:
+    #: "binance,kraken" (a free port each) or "binance=8081,kraken=8082". Loopback only.
+    emulate: str = ""
+    #: Where the emulators' bound ports are written, as JSON {broker: port}, once they listen.
+    emulator_ports_file: str = ""
+    #: The emulators answer over-limit bursts with 429s, as the exchanges do (off only for load
+    #: tests that must not wait for an exchange's real pace).
+    emulator_rate_limits: bool = True
 
     def __post_init__(self) -> None:
         if self.tick_interval_s <= 0:
@@ -51,6 +63,23 @@ class Config:
         # Parsed here so a malformed override fails at start, not when the engine is built.
         self.fee_schedules()
         self.depth_multipliers()
+        self.emulator_ports()
+
+    def emulator_ports(self) -> dict[str, int]:
+        """`emulate` as {broker: port} (0: any free port)."""
+        out: dict[str, int] = {}
+        for item in self.emulate.split(","):
+            broker, sep, port = (part.strip() for part in item.partition("="))
+            if not broker:
+                continue
+            if broker not in BROKER_PROFILES:
+                raise ConfigError(f"emulate: unknown broker {broker!r}; known: {', '.join(BROKER_PROFILES)}")
+            if broker in out:
+                raise ConfigError(f"emulate: {broker} is given twice")
+            if sep and not (port.isdigit() and 0 <= int(port) <= 65535):
+                raise ConfigError(f"emulate: {broker}: port must be 0..65535, got {port!r}")
+            out[broker] = int(port) if sep else 0
+        return out
 
     def fee_schedules(self) -> dict[str, FeeSchedule]:
         """`fee_overrides` as {broker: FeeSchedule}."""
@@ -127,9 +156,12 @@ class App:
             fee_overrides=config.fee_schedules(),
             depth_overrides=config.depth_multipliers(),
         )
-        self.servicer = SimulatedExchangeServicer(self.exchange, latency_s=config.latency_ms / 1000)
+        self.network = Network(latency_s=config.latency_ms / 1000)
+        self.servicer = SimulatedExchangeServicer(self.exchange, self.network)
         self._seed = seed
         self._ticker: asyncio.Task[None] | None = None
+        #: broker -> the running HTTP emulator of that exchange's own API
+        self.emulators: dict[str, EmulatorServer] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
         simexchange_pb2_grpc.add_SimulatedExchangeServiceServicer_to_server(self.servicer, server)
@@ -140,8 +172,22 @@ class App:
             extra={"config": dataclasses.asdict(self.config), "seed": self._seed, "session": self.session},
         )
         self._ticker = asyncio.create_task(self._tick_loop(), name="simexchange-ticks")
+        try:
+            for broker, port in self.config.emulator_ports().items():
+                buckets = Buckets(enabled=self.config.emulator_rate_limits)
+                exchange = Exchange(broker, self.exchange, self.network, buckets=buckets)
+                self.emulators[broker] = await EmulatorServer(dialect(broker), exchange, port=port).start()
+        except BaseException:
+            await self.stop()
+            raise
+        if self.config.emulator_ports_file:
+            ports = {broker: server.port for broker, server in self.emulators.items()}
+            write_atomically(self.config.emulator_ports_file, json.dumps(ports))
 
     async def stop(self) -> None:
+        emulators, self.emulators = self.emulators, {}
+        for server in emulators.values():
+            await server.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,18 +3,14 @@
 Every field is validated before the engine is called, and the engine checks everything before it
 changes anything, so malformed input is refused whole and never half-applied.
 
-What the network between a client and an exchange does (latency, outages, 5xx, 429s, answers lost
-on the way back) is I/O behaviour, not exchange state, so it lives here and never in the engine:
-`SetFault` makes one broker slow, unreachable or flaky, and every other call for that broker passes
-through `_network` first.
+What the network does to a call (latency, outages, 5xx, 429s, answers lost on the way back) is
+`network.Network`'s, shared with the exchanges' HTTP front ends: `SetFault` sets it, and every other
+call passes through `_network` first.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
-import random
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -32,6 +28,7 @@ from services.domain.signal import SignalProblem, check_id, check_pair
 from services.runtime.errors import ServiceError, invalid, not_found, precondition, unary
 from services.runtime.wire import SIDE_TO_PB, side_from_pb
 from services.simexchange import core
+from services.simexchange.network import Fault, Network, Strike
 
 ORDER_TYPE_FROM_PB = {pb.ORDER_TYPE_MARKET: core.OrderType.MARKET, pb.ORDER_TYPE_LIMIT: core.OrderType.LIMIT}
 ORDER_TYPE_TO_PB = {v: k for k, v in ORDER_TYPE_FROM_PB.items()}
@@ -54,52 +51,6 @@ log = logging.getLogger(__name__)
 #: an outage is what FAULT_MODE_UNAVAILABLE is for. The same cap holds for a 429's retry-after.
 MAX_FAULT_LATENCY_MS = 60_000
 MAX_RETRY_AFTER_MS = 60_000
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """How one broker's exchange misbehaves: unreachable, slow, flaky, or several at once.
-
-    The rates are shares of calls in [0, 1]. `retry_after_ms` 0 means the 429s carry no hint.
-    `seed` is the seed of this fault's dice (always set: SetFault picks one when the caller did not).
-    """
-
-    unavailable: bool = False
-    latency_s: float = 0.0
-    error_rate: float = 0.0
-    lose_response_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after_ms: int = 0
-    seed: int = 0
-
-    @property
-    def active(self) -> bool:
-        return (
-            self.unavailable
-            or self.latency_s > 0
-            or self.error_rate > 0
-            or self.lose_response_rate > 0
-            or self.rate_limit_rate > 0
-        )
-
-
-NO_FAULT = Fault()
-
-
-class _FaultDice:
-    """One broker's fault and the dice that decide, call by call, whether it strikes.
-
-    A die is rolled only for a rate above zero, so the outcome of one kind of fault does not depend
-    on how many calls of another kind came between: with a seed, the same sequence of PlaceOrders
-    loses the same answers however many lookups the caller makes in between.
-    """
-
-    def __init__(self, fault: Fault) -> None:
-        self.fault = fault
-        self._rng = random.Random(fault.seed)
-
-    def strikes(self, rate: float) -> bool:
-        return rate > 0 and self._rng.random() < rate
 
 
 def _engine_call(fn: Callable[[], T]) -> T:
@@ -272,37 +223,24 @@ def _lost_response(broker: str) -> ServiceError:
 
 
 class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceServicer):
-    def __init__(self, exchange: core.SimExchange, latency_s: float = 0.0) -> None:
+    def __init__(self, exchange: core.SimExchange, network: Network | None = None) -> None:
         self._exchange = exchange
-        self._latency_s = latency_s
-        #: The only writer is SetFault; brokers without an entry behave normally.
-        self._faults: dict[str, _FaultDice] = {}
+        self.network = network or Network()
 
     def fault(self, broker: str) -> Fault:
-        dice = self._faults.get(broker)
-        return dice.fault if dice is not None else NO_FAULT
+        return self.network.fault(broker)
 
     async def _network(self, broker: str) -> None:
-        """The round trip to `broker`'s exchange: the configured latency plus any fault's, then the
-        outage, the 429 and the 5xx if they strike, all before the request reaches the engine (so a
-        refused call changes nothing)."""
-        fault = self.fault(broker)
-        # Stands in for the round trip to a real exchange, so latency-aware routing has something to measure.
-        delay = self._latency_s + fault.latency_s
-        if delay > 0:
-            await asyncio.sleep(delay)
-        # Judged when the request arrives, after the trip: a fault lifted or changed meanwhile is
-        # the one that applies.
-        dice = self._faults.get(broker)
-        if dice is None:
-            return
-        fault = dice.fault
-        if fault.unavailable:
+        """The round trip to `broker`'s exchange; a fault that strikes refuses the call before it
+        reaches the engine (so a refused call changes nothing)."""
+        strike = await self.network.trip(broker)
+        if strike is Strike.UNAVAILABLE:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE, "EXCHANGE_UNAVAILABLE", f"{broker} is unavailable", broker=broker
             )
-        if dice.strikes(fault.rate_limit_rate):
-            hint = {"retry_after_ms": str(fault.retry_after_ms)} if fault.retry_after_ms else {}
+        if strike is Strike.RATE_LIMITED:
+            retry_after_ms = self.fault(broker).retry_after_ms
+            hint = {"retry_after_ms": str(retry_after_ms)} if retry_after_ms else {}
             raise ServiceError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "RATE_LIMITED",
@@ -310,15 +248,13 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
                 broker=broker,
                 **hint,
             )
-        if dice.strikes(fault.error_rate):
+        if strike is Strike.ERROR:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE, "EXCHANGE_ERROR", f"{broker}: exchange error", broker=broker
             )
 
     def _loses_response(self, broker: str) -> bool:
-        """Whether the answer to an order the engine just executed is lost on its way back."""
-        dice = self._faults.get(broker)
-        return dice is not None and dice.strikes(dice.fault.lose_response_rate)
+        return self.network.loses_response(broker)
 
     @unary
     async def SetFault(
@@ -332,10 +268,7 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
             )
         fault = _fault(request)
         # Every SetFault starts fresh dice: the same request replays the same scenario.
-        if fault.active:
-            self._faults[broker] = _FaultDice(fault)
-        else:
-            self._faults.pop(broker, None)
+        self.network.set(broker, fault)
         log.warning(
             "simexchange fault set",
             extra={

@@ -18,7 +18,7 @@ from services.runtime.config import ConfigError, load_config
 from services.runtime.errors import reason_of
 from services.runtime.server import Listen, RunningServer
 from services.simexchange.app import SERVICE_NAME, App, Config, build_app
-from services.simexchange.servicer import NO_FAULT
+from services.simexchange.network import NO_FAULT
 
 BUY, SELL = common_pb2.SIDE_BUY, common_pb2.SIDE_SELL
 MARKET, LIMIT = pb.ORDER_TYPE_MARKET, pb.ORDER_TYPE_LIMIT

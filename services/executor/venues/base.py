@@ -165,6 +165,10 @@ class RateLimited(VenueError):
         self.retry_after_s = retry_after_s
 
 
+class ExchangeRejected(VenueError):
+    """The venue answered and refused, for a reason none of the classes above names."""
+
+
 class ExchangeUnavailable(VenueError):
     """Timeout, 5xx, connection failure: the outcome of a send is unknown."""
 
