@@ -25,6 +25,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 from nija.common.v1 import common_pb2
+from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.client.config import client_security
@@ -135,6 +136,10 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action in ("set", "delete", "check") and not (args.user and args.broker):
+        raise SystemExit(f"keys {args.action} needs --user and --broker")
+    if args.action == "check":
+        return asyncio.run(_check_keys(args))
     if args.action == "list":
         return _run(lambda s: s.ListApiKeys(permission_pb2.ListApiKeysRequest(user_id=args.user), timeout=10), args)
     if args.action == "delete":
@@ -153,6 +158,24 @@ def cmd_keys(args: argparse.Namespace) -> int:
     )
     request = permission_pb2.SetApiKeysRequest(user_id=args.user, broker=args.broker, credentials=credentials)
     return _run(lambda s: s.SetApiKeys(request, timeout=10), args)
+
+
+async def _check_keys(args: argparse.Namespace) -> int:
+    """A balance read on the broker with the user's stored keys, made by that broker's executor
+    (the only service that ever holds the keys in clear); the secret never reaches this process."""
+    async with client_channel(args, f"executor-{args.broker}") as channel:
+        try:
+            result = await executor_pb2_grpc.ExecutorServiceStub(channel).CheckAccount(
+                executor_pb2.CheckAccountRequest(user_id=args.user), timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            print(f"nija: {args.broker} keys of {args.user}: {exc.code().name} {reason_of(exc)}: {exc.details()}",
+                  file=sys.stderr)
+            return 1
+    print(f"{args.broker} keys of {args.user}: OK, the exchange answered with {len(result.balances)} balances")
+    for balance in result.balances:
+        print(f"  {balance.asset:<6} free {balance.free:>24}  locked {balance.locked:>24}")
+    return 0
 
 
 def _secret(env: str, prompt: str) -> str:
@@ -404,7 +427,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.set_defaults(func=cmd_tokens)
 
     p = sub.add_parser("keys", help="users' exchange API keys (encrypted at rest)")
-    p.add_argument("action", choices=["set", "list", "delete", "rotate"])
+    p.add_argument("action", choices=["set", "list", "delete", "rotate", "check"],
+                   help="check: the broker's executor reads the user's balances with the stored keys")
     p.add_argument("--user")
     p.add_argument("--broker", choices=list(BROKERS))
     p.add_argument("--add-key-to", default=None, metavar="KEY_FILE",

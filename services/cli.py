@@ -25,6 +25,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from nija.permission.v1 import permission_pb2, permission_pb2_grpc
+
 from services import admin_cli, trace_view
 from services.client import NijaClient, client_environ, make_signal, stream_trade
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
@@ -32,6 +34,7 @@ from services.domain.states import Status
 from services.permission.bootstrap import Issued, issue_mesh_tokens
 from services.permission.demo import DEMO_USERS
 from services.runtime.certs import make_dev_certs
+from services.runtime.channels import open_channel
 from services.runtime.config import (
     ConfigError,
     env_values,
@@ -146,9 +149,15 @@ class Mesh:
         extra: dict[str, dict[str, str]],
         tls: bool = False,
         routers: int = 1,
+        live: Sequence[str] = (),
+        emulate: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.routers = routers
+        #: Brokers whose executors use the live ccxt venue: against the local exchange emulators
+        #: with `emulate`, else against the real exchanges (real money).
+        self.live = tuple(live)
+        self.emulate = emulate
         self.auto_ports = auto_ports
         self.extra = extra
         self.tls = tls
@@ -173,11 +182,24 @@ class Mesh:
             certs = self.data_dir / "certs"
             make_dev_certs(certs, [*admin_cli.MESH_SERVICES, "client"])
             self.client_security = _tls_security(certs, "client")
-        sim = await self._spawn(Child("simexchange", "simexchange", {}))
+        emulated = self.live if self.emulate else ()
+        ports_file = self.data_dir / "run" / "emulators.json"
+        ports_file.unlink(missing_ok=True)
+        sim = await self._spawn(
+            Child("simexchange", "simexchange",
+                  {"emulate": ",".join(emulated), "emulator_ports_file": str(ports_file)} if emulated else {})
+        )
+        exchange_urls = (
+            {b: f"http://127.0.0.1:{port}" for b, port in json.loads(ports_file.read_text()).items()} if emulated else {}
+        )
         # The permission service first: every other service checks its callers' tokens with it.
         permission = await self._spawn(
             Child("permission", "permission", {"database_path": str(self.data_dir / "permission.db")})
         )
+        market_keys: dict[str, pathlib.Path] = {}
+        if emulated:
+            await wait_serving(permission.target, HEALTH_NAMES["permission"], 60.0, self.client_security)
+            market_keys = await self._provision_emulator_keys(permission.target, exchange_urls)
         aggregator = await self._spawn(
             Child(
                 "aggregator",
@@ -196,6 +218,7 @@ class Mesh:
                         "aggregator_target": aggregator.target,
                         "permission_target": permission.target,
                         "journal_path": str(self.data_dir / f"executor-{broker}.journal.db"),
+                        **self._venue_settings(broker, exchange_urls, market_keys),
                     },
                 )
             )
@@ -218,6 +241,45 @@ class Mesh:
             *(wait_serving(c.target, HEALTH_NAMES[c.kind], 60.0, self._security_to(c)) for c in self.children)
         )
         self._write_manifest()
+
+    def _venue_settings(
+        self, broker: str, exchange_urls: dict[str, str], market_keys: dict[str, pathlib.Path]
+    ) -> dict[str, str]:
+        if broker not in self.live:
+            return {}
+        if broker in exchange_urls:
+            return {"venue": "ccxt", "exchange_url": exchange_urls[broker], "market_keys_file": str(market_keys[broker])}
+        return {"venue": "ccxt", "live": "true"}
+
+    async def _provision_emulator_keys(self, permission: str, exchange_urls: dict[str, str]) -> dict[str, pathlib.Path]:
+        """Each demo user gets an API key from each emulated exchange, stored (sealed) in the key
+        store the way `nija keys set` stores a real one; each executor gets an operator key for
+        market reads, in a 0600 file. Returns {broker: that file}."""
+        import aiohttp  # only here: the emulators' admin path is plain HTTP
+
+        assert self.tokens is not None
+        security = dataclasses.replace(self.client_security, token=self.tokens.admin)
+        files = {}
+        async with aiohttp.ClientSession() as http, open_channel(permission, security) as channel:
+
+            async def issue(url: str, account_id: str) -> dict[str, str]:
+                async with http.post(f"{url}/emulator/keys", json={"account_id": account_id}) as resp:
+                    resp.raise_for_status()
+                    return await resp.json()  # type: ignore[no-any-return]
+
+            admin = permission_pb2_grpc.AdminServiceStub(channel)
+            for broker, url in exchange_urls.items():
+                for user in DEMO_USERS:
+                    key = await issue(url, user.user_id)
+                    credentials = permission_pb2.ApiCredentials(api_key=key["api_key"], api_secret=key["secret"])
+                    await admin.SetApiKeys(
+                        permission_pb2.SetApiKeysRequest(user_id=user.user_id, broker=broker, credentials=credentials),
+                        timeout=10,
+                    )
+                key = await issue(url, "nija-market-data")
+                files[broker] = self.data_dir / "market-keys" / f"{broker}.json"
+                _write_private(files[broker], json.dumps({"api_key": key["api_key"], "api_secret": key["secret"]}))
+        return files
 
     def _security_to(self, child: Child) -> Security:
         # The simulated exchanges stand outside the mesh: plaintext on loopback, like before.
@@ -324,7 +386,17 @@ async def _up(args: argparse.Namespace) -> int:
     if args.trace:  # every child writes its spans to the local store that `nija trace` reads
         os.environ[tracing.TRACE_DIR_ENV] = str(pathlib.Path(args.data_dir).resolve() / "traces")
         os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "500")
-    mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra, tls=args.tls, routers=args.routers)
+    live = _live_brokers(args.live)
+    if live and not args.emulate:
+        print(
+            f"WARNING: LIVE TRADING on {', '.join(live)}: orders go to the real exchanges and move real money on the "
+            "users' accounts, with the API keys stored for them (`nija keys set`). Ctrl-C now if that is not meant.",
+            file=sys.stderr, flush=True,
+        )
+    elif live:
+        print(f"live ccxt venues for {', '.join(live)} against local exchange emulators (no real exchange is called)")
+    mesh = Mesh(pathlib.Path(args.data_dir).resolve(), args.auto_ports, extra, tls=args.tls, routers=args.routers,
+                live=live, emulate=args.emulate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -361,6 +433,16 @@ async def _up(args: argparse.Namespace) -> int:
         print("stopping the mesh ...", flush=True)
         mesh.stop()
         print("stopped.", flush=True)
+
+
+def _live_brokers(text: str) -> tuple[str, ...]:
+    names = [b.strip() for b in (text or "").split(",") if b.strip()]
+    if names == ["all"]:
+        return BROKERS
+    unknown = [b for b in names if b not in BROKERS]
+    if unknown:
+        raise SystemExit(f"--live: unknown broker(s) {', '.join(unknown)}; known: {', '.join(BROKERS)} or all")
+    return tuple(dict.fromkeys(names))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -500,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--routers", type=int, default=1, help="router replicas (router, router-2, ...)")
     p.add_argument("--set", action="append", metavar="SERVICE:KEY=VALUE", help="config for one service (repeatable)")
     p.add_argument("--trace", action="store_true", help="write every span to DATA_DIR/traces for `nija trace`")
+    p.add_argument("--live", default="", metavar="BROKERS",
+                   help="these brokers' executors trade through ccxt with the users' stored keys: "
+                        "binance,kraken,... or all. Without --emulate that is REAL MONEY on the real exchanges")
+    p.add_argument("--emulate", action="store_true",
+                   help="with --live: run local emulators of those exchanges' APIs and give the demo users keys on them")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("trade", help="submit a signal and print each update")

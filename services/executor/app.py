@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import pathlib
 from decimal import Decimal
 
 import grpc
@@ -18,7 +20,7 @@ from services.executor.accounts import AccountBook
 from services.executor.engine import ExecutionConfig, ExecutorEngine
 from services.executor.journal import Journal
 from services.executor.servicer import ExecutorServicer
-from services.executor.venues.base import Venue, VenueError
+from services.executor.venues.base import Account, Venue, VenueError
 from services.permission.client import PermissionClient
 from services.runtime import tracing
 from services.runtime.auth import Authenticate, AuthInterceptor, PrincipalKind, Rule, services_only
@@ -34,6 +36,8 @@ SERVICE_NAME = "nija.executor.v1.ExecutorService"
 ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/Execute": services_only("router"),
     f"/{SERVICE_NAME}/CancelOrder": services_only("router"),
+    # A balance read with a user's keys: an operator's check, never a caller's.
+    f"/{SERVICE_NAME}/CheckAccount": Rule(frozenset({PrincipalKind.ADMIN}), frozenset()),
     f"/{SERVICE_NAME}/GetExecutorInfo": Rule(frozenset({PrincipalKind.SERVICE, PrincipalKind.ADMIN}), frozenset({"router"})),
     f"/{SERVICE_NAME}/WatchExecutorInfo": Rule(frozenset({PrincipalKind.SERVICE, PrincipalKind.ADMIN}), frozenset({"router"})),
 }
@@ -42,8 +46,17 @@ ACCESS: dict[str, Rule] = {
 @dataclasses.dataclass(frozen=True)
 class Config:
     broker: str = "binance"
-    # "sim": the simulated exchanges process. (Live ccxt venues come later.)
+    #: "sim": the simulated exchanges process. "ccxt": the broker's real REST API through ccxt,
+    #: with each user's stored keys (or an emulator of it, when exchange_url is set).
     venue: str = "sim"
+    #: With venue "ccxt": send every request here instead of the real exchange (an emulator or a
+    #: sandbox). Empty: the real exchange, which also needs `live`.
+    exchange_url: str = ""
+    #: With venue "ccxt" and no exchange_url, real orders move real money: this must be set too.
+    live: bool = False
+    #: With venue "ccxt": a JSON file {"api_key": ..., "api_secret": ...} of an operator key for
+    #: the market reads an exchange answers only signed (Alpaca's asset list). Never a user's key.
+    market_keys_file: str = ""
     simexchange_target: str = "127.0.0.1:50070"
     aggregator_target: str = "127.0.0.1:50053"
     #: Authenticates callers; the users' API keys and the kill switches come from it.
@@ -77,8 +90,19 @@ class Config:
     def __post_init__(self) -> None:
         if self.broker not in BROKERS:
             raise ConfigError(f"broker must be one of {BROKERS}, got {self.broker!r}")
-        if self.venue != "sim":
-            raise ConfigError(f"venue must be 'sim' (live venues are not built yet), got {self.venue!r}")
+        if self.venue not in ("sim", "ccxt"):
+            raise ConfigError(f"venue must be 'sim' or 'ccxt', got {self.venue!r}")
+        if self.venue == "ccxt" and not self.exchange_url and not self.live:
+            raise ConfigError(
+                f"venue 'ccxt' without exchange_url trades on the real {self.broker} exchange with the users' "
+                "keys: set live=true to confirm (or exchange_url to use an emulator)"
+            )
+        if self.exchange_url and not self.exchange_url.startswith(("http://", "https://")):
+            raise ConfigError(f"exchange_url must be an http(s) URL, got {self.exchange_url!r}")
+
+    @property
+    def real_money(self) -> bool:
+        return self.venue == "ccxt" and not self.exchange_url
 
     def execution(self) -> ExecutionConfig:
         return ExecutionConfig(
@@ -98,11 +122,30 @@ class Config:
 
 
 def make_venue(config: Config) -> Venue:
+    if config.venue == "ccxt":
+        from services.executor.venues.live import CcxtVenue, adapter
+
+        exchange = adapter(config.broker)
+        market_account = _market_account(config.market_keys_file) if config.market_keys_file else None
+        if getattr(exchange, "signed_market_reads", False) and market_account is None:
+            raise ConfigError(f"{config.broker} answers market reads only signed: set market_keys_file")
+        return CcxtVenue(
+            exchange, base_url=config.exchange_url, timeout_s=config.venue_timeout_s, market_account=market_account
+        )
     from services.executor.venues.sim import SimVenue
 
     # The simulated exchanges stand in for the exchanges themselves: outside the mesh, so the
     # mesh's token and certificates are not theirs to see.
     return SimVenue(config.broker, config.simexchange_target, timeout_s=config.venue_timeout_s)
+
+
+def _market_account(path: str) -> Account:
+    try:
+        keys = json.loads(pathlib.Path(path).read_text())
+        return Account(user_id="market-data", account_id="market-data", api_key=keys["api_key"],
+                       api_secret=keys["api_secret"], passphrase=keys.get("passphrase", ""))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"market_keys_file {path}: expected JSON with api_key and api_secret ({exc})") from None
 
 
 class ExecutorApp:
@@ -133,6 +176,12 @@ class ExecutorApp:
     async def start(self, health: Health) -> None:
         self._health = health
         log.info("executor config", extra={"config": dataclasses.asdict(self.config)})
+        if self.config.real_money:
+            log.warning(
+                "LIVE TRADING: orders go to the real %s exchange and move real money on the users' accounts",
+                self.config.broker,
+                extra={"broker": self.config.broker},
+            )
         await health.set_serving(False)  # until the venue's markets are loaded
         await self._journal.open()
         self.engine.start_workers()

@@ -14,8 +14,9 @@ from services.domain.breaker import BreakerState
 from services.domain.money import fmt
 from services.domain.signal import execution_method, priority
 from services.executor.engine import ExecutorEngine, ExecutorSnapshot
-from services.runtime.errors import invalid, stream, unary
-from services.runtime.wire import METHOD_FROM_PB, order_key, signal_from_pb
+from services.executor.venues.base import AuthenticationFailed, ExchangeUnavailable, RateLimited, VenueError
+from services.runtime.errors import ServiceError, invalid, precondition, stream, unary
+from services.runtime.wire import METHOD_FROM_PB, checked_id, order_key, signal_from_pb
 
 BREAKER_TO_PB = {
     BreakerState.CLOSED: common_pb2.BREAKER_STATE_CLOSED,
@@ -54,6 +55,31 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         user_id, signal_id = order_key(request.user_id, request.signal_id)
         await self._engine.cancel(user_id, signal_id, request.reason[:200])
         return executor_pb2.CancelOrderResponse()
+
+    @unary
+    async def CheckAccount(
+        self, request: executor_pb2.CheckAccountRequest, context: grpc.aio.ServicerContext
+    ) -> executor_pb2.CheckAccountResponse:
+        user_id = checked_id(request.user_id, "user_id")
+        try:
+            balances = await self._engine.check_account(user_id)
+        except AuthenticationFailed as exc:
+            if not (await self._engine.account_of(user_id)).api_key:
+                raise precondition("NO_API_KEYS", f"no {self._engine.broker} API keys are stored for {user_id}") from None
+            raise precondition("EXCHANGE_AUTH_FAILED", f"{self._engine.broker} refused the keys: {exc}") from None
+        except ExchangeUnavailable as exc:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "EXCHANGE_UNAVAILABLE", str(exc)) from None
+        except RateLimited as exc:
+            raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", str(exc)) from None
+        except VenueError as exc:
+            raise precondition("EXCHANGE_REFUSED", f"{self._engine.broker}: {exc}") from None
+        return executor_pb2.CheckAccountResponse(
+            broker=self._engine.broker,
+            balances=[
+                executor_pb2.AccountBalance(asset=b.asset, free=fmt(b.free), locked=fmt(b.locked))
+                for b in sorted(balances.values(), key=lambda b: b.asset)
+            ],
+        )
 
     @unary
     async def GetExecutorInfo(

@@ -94,12 +94,17 @@ def field_error(problem: SignalProblem) -> ServiceError:
     return invalid(f"BAD_{problem.field.upper()}", str(problem), field=problem.field)
 
 
-def order_key(user_id: str, signal_id: str) -> tuple[str, str]:
-    """A (user_id, signal_id) pair from a request, each checked like a signal's."""
+def checked_id(value: str, field: str) -> str:
+    """An id from a request, checked like a signal's: INVALID_ARGUMENT naming `field` otherwise."""
     try:
-        return check_id(user_id, "user_id"), check_id(signal_id, "signal_id")
+        return check_id(value, field)
     except SignalProblem as problem:
         raise field_error(problem) from None
+
+
+def order_key(user_id: str, signal_id: str) -> tuple[str, str]:
+    """A (user_id, signal_id) pair from a request, each checked like a signal's."""
+    return checked_id(user_id, "user_id"), checked_id(signal_id, "signal_id")
 
 
 def signal_from_pb(pb: common_pb2.TradeSignal) -> Signal:

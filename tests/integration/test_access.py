@@ -80,6 +80,7 @@ CASES = [
     Case("executor-binance", "Execute", executor_pb2.ExecuteRequest(signal=_alice_signal()), "services"),
     Case("executor-binance", "CancelOrder", executor_pb2.CancelOrderRequest(user_id="alice"), "services"),
     Case("executor-binance", "GetExecutorInfo", executor_pb2.GetExecutorInfoRequest(), "operators"),
+    Case("executor-binance", "CheckAccount", executor_pb2.CheckAccountRequest(user_id="alice"), "admin"),
     Case("executor-binance", "WatchExecutorInfo", executor_pb2.WatchExecutorInfoRequest(), "operators"),
 ]
 

@@ -25,33 +25,39 @@ _sym_db = _symbol_database.Default()
 from nija.common.v1 import common_pb2 as nija_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnija/executor/v1/executor.proto\x12\x10nija.executor.v1\x1a\x1bnija/common/v1/common.proto\"H\n\x12\x43\x61ncelOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x13\x43\x61ncelOrderResponse\"k\n\x0e\x45xecuteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\x12,\n\x05route\x18\x02 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\"B\n\x0f\x45xecuteResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"\x18\n\x16GetExecutorInfoRequest\"G\n\x17GetExecutorInfoResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.nija.executor.v1.ExecutorInfo\"3\n\x18WatchExecutorInfoRequest\x12\x17\n\x0fmax_interval_ms\x18\x01 \x01(\r\"I\n\x19WatchExecutorInfoResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.nija.executor.v1.ExecutorInfo\"\xdc\x01\n\x08PairInfo\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x10\n\x08\x62\x65st_bid\x18\x02 \x01(\t\x12\x10\n\x08\x62\x65st_ask\x18\x03 \x01(\t\x12\x19\n\x11\x62id_liquidity_usd\x18\x04 \x01(\t\x12\x19\n\x11\x61sk_liquidity_usd\x18\x05 \x01(\t\x12\'\n\x04\x62ids\x18\x06 \x03(\x0b\x32\x19.nija.common.v1.BookLevel\x12\'\n\x04\x61sks\x18\x07 \x03(\x0b\x32\x19.nija.common.v1.BookLevel\x12\x16\n\x0ewithdrawal_fee\x18\x08 \x01(\t\"\xe4\x02\n\x0c\x45xecutorInfo\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x11\n\tmaker_fee\x18\x02 \x01(\t\x12\x11\n\ttaker_fee\x18\x03 \x01(\t\x12)\n\x05pairs\x18\x04 \x03(\x0b\x32\x1a.nija.executor.v1.PairInfo\x12\x13\n\x0bqueue_depth\x18\x05 \x01(\r\x12\x16\n\x0emax_queue_size\x18\x06 \x01(\r\x12\x19\n\x11\x61\x63tive_executions\x18\x07 \x01(\r\x12\x18\n\x10total_executions\x18\x08 \x01(\x04\x12\x1d\n\x15successful_executions\x18\t \x01(\x04\x12\x14\n\x0csuccess_rate\x18\n \x01(\x01\x12\x16\n\x0e\x61vg_latency_ms\x18\x0b \x01(\x01\x12\x33\n\rbreaker_state\x18\x0c \x01(\x0e\x32\x1c.nija.common.v1.BreakerState\x12\x0f\n\x07version\x18\r \x01(\x04\x32\x97\x03\n\x0f\x45xecutorService\x12P\n\x07\x45xecute\x12 .nija.executor.v1.ExecuteRequest\x1a!.nija.executor.v1.ExecuteResponse0\x01\x12\x66\n\x0fGetExecutorInfo\x12(.nija.executor.v1.GetExecutorInfoRequest\x1a).nija.executor.v1.GetExecutorInfoResponse\x12n\n\x11WatchExecutorInfo\x12*.nija.executor.v1.WatchExecutorInfoRequest\x1a+.nija.executor.v1.WatchExecutorInfoResponse0\x01\x12Z\n\x0b\x43\x61ncelOrder\x12$.nija.executor.v1.CancelOrderRequest\x1a%.nija.executor.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnija/executor/v1/executor.proto\x12\x10nija.executor.v1\x1a\x1bnija/common/v1/common.proto\"&\n\x13\x43heckAccountRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"Z\n\x14\x43heckAccountResponse\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x32\n\x08\x62\x61lances\x18\x02 \x03(\x0b\x32 .nija.executor.v1.AccountBalance\"=\n\x0e\x41\x63\x63ountBalance\x12\r\n\x05\x61sset\x18\x01 \x01(\t\x12\x0c\n\x04\x66ree\x18\x02 \x01(\t\x12\x0e\n\x06locked\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x13\x43\x61ncelOrderResponse\"k\n\x0e\x45xecuteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\x12,\n\x05route\x18\x02 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\"B\n\x0f\x45xecuteResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"\x18\n\x16GetExecutorInfoRequest\"G\n\x17GetExecutorInfoResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.nija.executor.v1.ExecutorInfo\"3\n\x18WatchExecutorInfoRequest\x12\x17\n\x0fmax_interval_ms\x18\x01 \x01(\r\"I\n\x19WatchExecutorInfoResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.nija.executor.v1.ExecutorInfo\"\xdc\x01\n\x08PairInfo\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x10\n\x08\x62\x65st_bid\x18\x02 \x01(\t\x12\x10\n\x08\x62\x65st_ask\x18\x03 \x01(\t\x12\x19\n\x11\x62id_liquidity_usd\x18\x04 \x01(\t\x12\x19\n\x11\x61sk_liquidity_usd\x18\x05 \x01(\t\x12\'\n\x04\x62ids\x18\x06 \x03(\x0b\x32\x19.nija.common.v1.BookLevel\x12\'\n\x04\x61sks\x18\x07 \x03(\x0b\x32\x19.nija.common.v1.BookLevel\x12\x16\n\x0ewithdrawal_fee\x18\x08 \x01(\t\"\xe4\x02\n\x0c\x45xecutorInfo\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x11\n\tmaker_fee\x18\x02 \x01(\t\x12\x11\n\ttaker_fee\x18\x03 \x01(\t\x12)\n\x05pairs\x18\x04 \x03(\x0b\x32\x1a.nija.executor.v1.PairInfo\x12\x13\n\x0bqueue_depth\x18\x05 \x01(\r\x12\x16\n\x0emax_queue_size\x18\x06 \x01(\r\x12\x19\n\x11\x61\x63tive_executions\x18\x07 \x01(\r\x12\x18\n\x10total_executions\x18\x08 \x01(\x04\x12\x1d\n\x15successful_executions\x18\t \x01(\x04\x12\x14\n\x0csuccess_rate\x18\n \x01(\x01\x12\x16\n\x0e\x61vg_latency_ms\x18\x0b \x01(\x01\x12\x33\n\rbreaker_state\x18\x0c \x01(\x0e\x32\x1c.nija.common.v1.BreakerState\x12\x0f\n\x07version\x18\r \x01(\x04\x32\xf6\x03\n\x0f\x45xecutorService\x12P\n\x07\x45xecute\x12 .nija.executor.v1.ExecuteRequest\x1a!.nija.executor.v1.ExecuteResponse0\x01\x12\x66\n\x0fGetExecutorInfo\x12(.nija.executor.v1.GetExecutorInfoRequest\x1a).nija.executor.v1.GetExecutorInfoResponse\x12n\n\x11WatchExecutorInfo\x12*.nija.executor.v1.WatchExecutorInfoRequest\x1a+.nija.executor.v1.WatchExecutorInfoResponse0\x01\x12Z\n\x0b\x43\x61ncelOrder\x12$.nija.executor.v1.CancelOrderRequest\x1a%.nija.executor.v1.CancelOrderResponse\x12]\n\x0c\x43heckAccount\x12%.nija.executor.v1.CheckAccountRequest\x1a&.nija.executor.v1.CheckAccountResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nija.executor.v1.executor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CANCELORDERREQUEST']._serialized_start=82
-  _globals['_CANCELORDERREQUEST']._serialized_end=154
-  _globals['_CANCELORDERRESPONSE']._serialized_start=156
-  _globals['_CANCELORDERRESPONSE']._serialized_end=177
-  _globals['_EXECUTEREQUEST']._serialized_start=179
-  _globals['_EXECUTEREQUEST']._serialized_end=286
-  _globals['_EXECUTERESPONSE']._serialized_start=288
-  _globals['_EXECUTERESPONSE']._serialized_end=354
-  _globals['_GETEXECUTORINFOREQUEST']._serialized_start=356
-  _globals['_GETEXECUTORINFOREQUEST']._serialized_end=380
-  _globals['_GETEXECUTORINFORESPONSE']._serialized_start=382
-  _globals['_GETEXECUTORINFORESPONSE']._serialized_end=453
-  _globals['_WATCHEXECUTORINFOREQUEST']._serialized_start=455
-  _globals['_WATCHEXECUTORINFOREQUEST']._serialized_end=506
-  _globals['_WATCHEXECUTORINFORESPONSE']._serialized_start=508
-  _globals['_WATCHEXECUTORINFORESPONSE']._serialized_end=581
-  _globals['_PAIRINFO']._serialized_start=584
-  _globals['_PAIRINFO']._serialized_end=804
-  _globals['_EXECUTORINFO']._serialized_start=807
-  _globals['_EXECUTORINFO']._serialized_end=1163
-  _globals['_EXECUTORSERVICE']._serialized_start=1166
-  _globals['_EXECUTORSERVICE']._serialized_end=1573
+  _globals['_CHECKACCOUNTREQUEST']._serialized_start=82
+  _globals['_CHECKACCOUNTREQUEST']._serialized_end=120
+  _globals['_CHECKACCOUNTRESPONSE']._serialized_start=122
+  _globals['_CHECKACCOUNTRESPONSE']._serialized_end=212
+  _globals['_ACCOUNTBALANCE']._serialized_start=214
+  _globals['_ACCOUNTBALANCE']._serialized_end=275
+  _globals['_CANCELORDERREQUEST']._serialized_start=277
+  _globals['_CANCELORDERREQUEST']._serialized_end=349
+  _globals['_CANCELORDERRESPONSE']._serialized_start=351
+  _globals['_CANCELORDERRESPONSE']._serialized_end=372
+  _globals['_EXECUTEREQUEST']._serialized_start=374
+  _globals['_EXECUTEREQUEST']._serialized_end=481
+  _globals['_EXECUTERESPONSE']._serialized_start=483
+  _globals['_EXECUTERESPONSE']._serialized_end=549
+  _globals['_GETEXECUTORINFOREQUEST']._serialized_start=551
+  _globals['_GETEXECUTORINFOREQUEST']._serialized_end=575
+  _globals['_GETEXECUTORINFORESPONSE']._serialized_start=577
+  _globals['_GETEXECUTORINFORESPONSE']._serialized_end=648
+  _globals['_WATCHEXECUTORINFOREQUEST']._serialized_start=650
+  _globals['_WATCHEXECUTORINFOREQUEST']._serialized_end=701
+  _globals['_WATCHEXECUTORINFORESPONSE']._serialized_start=703
+  _globals['_WATCHEXECUTORINFORESPONSE']._serialized_end=776
+  _globals['_PAIRINFO']._serialized_start=779
+  _globals['_PAIRINFO']._serialized_end=999
+  _globals['_EXECUTORINFO']._serialized_start=1002
+  _globals['_EXECUTORINFO']._serialized_end=1358
+  _globals['_EXECUTORSERVICE']._serialized_start=1361
+  _globals['_EXECUTORSERVICE']._serialized_end=1863
 # @@protoc_insertion_point(module_scope)

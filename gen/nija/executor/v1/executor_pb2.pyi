@@ -7,6 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CheckAccountRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class CheckAccountResponse(_message.Message):
+    __slots__ = ("broker", "balances")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    balances: _containers.RepeatedCompositeFieldContainer[AccountBalance]
+    def __init__(self, broker: _Optional[str] = ..., balances: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ...) -> None: ...
+
+class AccountBalance(_message.Message):
+    __slots__ = ("asset", "free", "locked")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    FREE_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    free: str
+    locked: str
+    def __init__(self, asset: _Optional[str] = ..., free: _Optional[str] = ..., locked: _Optional[str] = ...) -> None: ...
+
 class CancelOrderRequest(_message.Message):
     __slots__ = ("user_id", "signal_id", "reason")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

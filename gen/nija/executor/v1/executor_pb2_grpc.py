@@ -56,6 +56,11 @@ class ExecutorServiceStub:
                 request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.CheckAccount = channel.unary_unary(
+                '/nija.executor.v1.ExecutorService/CheckAccount',
+                request_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountRequest.SerializeToString,
+                response_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -94,6 +99,15 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckAccount(self, request, context):
+        """Check a user's stored API keys against this broker's venue with a balance read (operators
+        only): the balances, or FAILED_PRECONDITION with reason NO_API_KEYS or EXCHANGE_AUTH_FAILED,
+        or UNAVAILABLE when the exchange cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +130,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.FromString,
                     response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'CheckAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAccount,
+                    request_deserializer=nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountRequest.FromString,
+                    response_serializer=nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +247,33 @@ class ExecutorService:
             '/nija.executor.v1.ExecutorService/CancelOrder',
             nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderRequest.SerializeToString,
             nija_dot_executor_dot_v1_dot_executor__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.executor.v1.ExecutorService/CheckAccount',
+            nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountRequest.SerializeToString,
+            nija_dot_executor_dot_v1_dot_executor__pb2.CheckAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,
