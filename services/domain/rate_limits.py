@@ -488,6 +488,16 @@ def alpaca() -> ExchangeProfile:
 PROFILES = MappingProxyType({"binance": binance, "kraken": kraken, "coinbase": coinbase, "alpaca": alpaca})
 
 
+def with_follow_ups(profile: ExchangeProfile, extra: Mapping[str, Mapping[str, float]]) -> ExchangeProfile:
+    """`profile` with more cost per operation: what a venue spends beyond the operation's own
+    request (the live venues read an order's state and fills back with further requests)."""
+    costs = {op: dict(charges) for op, charges in profile.costs.items()}
+    for op, charges in extra.items():
+        for name, cost in charges.items():
+            costs[Operation(op)][name] = costs[Operation(op)].get(name, 0) + cost
+    return ExchangeProfile(profile.exchange, profile.budgets, costs)
+
+
 def profile_for(exchange: str) -> ExchangeProfile:
     try:
         return PROFILES[exchange]()

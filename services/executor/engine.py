@@ -40,7 +40,7 @@ from services.domain.money import (
     quantize_derived,
 )
 from services.domain.performance import LatencyAverage
-from services.domain.rate_limits import RateLimiter, TokenBucket, profile_for
+from services.domain.rate_limits import RateLimiter, TokenBucket, profile_for, with_follow_ups
 from services.domain.retry import backoff
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
@@ -262,7 +262,10 @@ class ExecutorEngine:
         # Update ids carry this run's id: a restarted executor never reuses an earlier run's ids.
         self._run_id = secrets.token_hex(4)
         self._rng = random.Random()
-        self._limits = RateLimiter(profile_for(broker)) if config.rate_limits else None
+        # What each operation costs against the exchange's budgets, with whatever this venue
+        # spends on top of the operation's own request (a live venue's read-backs).
+        profile = with_follow_ups(profile_for(broker), getattr(venue, "follow_up_costs", {}))
+        self._limits = RateLimiter(profile) if config.rate_limits else None
         self._read_once: set[str] = set()  # pairs whose book has been read at least once
         self._deferred = 0  # jobs waiting for their account's order budget, outside the queue
         self._background: set[asyncio.Task[None]] = set()

@@ -10,6 +10,8 @@ from typing import Any
 import ccxt.async_support as ccxt
 import pytest
 
+from services.domain.rate_limits import Operation, RateLimiter, profile_for, with_follow_ups
+from services.executor.venues.adapters import ADAPTERS
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
@@ -130,3 +132,24 @@ async def test_a_user_without_keys_is_refused_before_any_request() -> None:
             await venue._account_exchange(Account(user_id="dave", account_id="dave"))
     finally:
         await venue.close()
+
+
+@pytest.mark.parametrize("broker", ["binance", "kraken", "coinbase", "alpaca"])
+def test_a_live_venues_read_backs_are_charged_to_the_exchanges_budgets(broker: str) -> None:
+    base = profile_for(broker)
+    extra = ADAPTERS[broker].follow_up_costs
+    live = with_follow_ups(base, extra)  # every budget named exists, every cost fits its budget
+    assert extra, f"{broker}: its live venue reads orders back, which costs requests"
+    for op, charges in extra.items():
+        for budget, cost in charges.items():
+            assert live.costs[Operation(op)][budget] == base.costs[Operation(op)].get(budget, 0) + cost
+
+
+def test_kraken_orders_spend_the_call_counter_on_the_live_venue_only() -> None:
+    sim = RateLimiter(profile_for("kraken"))
+    live = RateLimiter(with_follow_ups(profile_for("kraken"), ADAPTERS["kraken"].follow_up_costs))
+    # The starter counter holds 15: read-backs of 3 per order allow 5 orders at once, then one per
+    # 3 / 0.33 s; the simulated venue's orders never touch the counter.
+    assert [live.reserve(0.0, "alice", "place_order") for _ in range(5)] == [0.0] * 5
+    assert live.reserve(0.0, "alice", "place_order") == pytest.approx(3 / 0.33)
+    assert [sim.reserve(0.0, "alice", "place_order") for _ in range(60)] == [0.0] * 60

@@ -59,6 +59,9 @@ class Adapter(Protocol):
     #: `market_account` is then required). Adapters may also define
     #: `venue_client_order_id(mesh_id) -> str` when the exchange needs the id in another form.
     signed_market_reads: bool = False
+    #: What each operation spends beyond its own request, against the budgets of the executor's
+    #: rate-limit profile for this exchange: {operation: {budget: cost}} (services/domain/rate_limits).
+    follow_up_costs: Mapping[str, Mapping[str, float]] = {}
 
     def options(self) -> dict[str, Any]:
         """Extra ccxt constructor settings (e.g. spot markets only)."""
@@ -152,6 +155,7 @@ class CcxtVenue:
         its assets only to a key); None reads them keyless."""
         self.adapter = adapter
         self.broker = adapter.broker
+        self.follow_up_costs: Mapping[str, Mapping[str, float]] = getattr(adapter, "follow_up_costs", {})
         self._base_url = base_url
         self._timeout_ms = int(timeout_s * 1000)
         self._max_accounts = max_accounts

@@ -82,6 +82,9 @@ def _time(text: str | None) -> datetime | None:
 class AlpacaAdapter:
     broker = "alpaca"
     ccxt_id = "alpaca"
+    #: Beyond each operation's own request (rate_limits.alpaca): an order carries no fills, so they
+    #: come from the FILL activities; a cancel is a look-up by client order id, DELETE, a re-read.
+    follow_up_costs = {"place_order": {"account": 1}, "fetch_order": {"account": 1}, "cancel_order": {"account": 3}}
     #: GET /v2/assets (load_markets) answers only a signed request: the venue needs an operator key.
     signed_market_reads = True
 

@@ -247,6 +247,10 @@ def rejection(body: Any) -> Exception | None:
 class CoinbaseAdapter:
     broker = "coinbase"
     ccxt_id = "coinbase"
+    #: Beyond each operation's own request (rate_limits.coinbase): there is no look-up by client
+    #: order id, so the order list is searched (also before a send: Coinbase answers a reused id
+    #: with the existing order), and the order and its fills are read back.
+    follow_up_costs = {"place_order": {"private": 3}, "cancel_order": {"private": 3}, "fetch_order": {"private": 1}}
 
     def options(self) -> dict[str, Any]:
         # No v2 currency calls in load_markets (the Coinbase App API, limited separately); keep the

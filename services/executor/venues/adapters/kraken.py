@@ -144,6 +144,14 @@ def _percent(value: Any, field: str) -> Decimal:
 class KrakenAdapter:
     broker = "kraken"
     ccxt_id = "kraken"
+    #: Beyond each operation's own request (rate_limits.kraken): AddOrder answers neither state nor
+    #: fills, so a new order is read back (QueryOrders 1 + QueryTrades 2 on the call counter); a
+    #: fetch is OpenOrders + ClosedOrders + QueryTrades (1 is the profile's); a cancel the same.
+    follow_up_costs = {
+        "place_order": {"api_counter": 3},
+        "fetch_order": {"api_counter": 3},
+        "cancel_order": {"api_counter": 4},
+    }
 
     def options(self) -> dict[str, Any]:
         # Keep the parsed body of the last answer: Kraken's error codes are typed from it.
