@@ -1,4 +1,4 @@
-"""The dangerous fault on the live path: each exchange's emulator executes the order but drops 30%
+"""The dangerous faults on the live path: each exchange's emulator executes the order but drops 30%
 of the answers. 500 orders per exchange, through the executor and the ccxt venue, must give exactly
 500 exchange orders, each resolved to its true state (looked up by the exchange's own idempotency
 key), with every fill recorded once."""
@@ -14,7 +14,13 @@ from services.domain.brokers import BROKERS
 from services.domain.signal import ExecutionMethod, Side, Signal, SignalType
 from services.domain.states import Status
 from services.executor.engine import ExecutionConfig, ExecutorEngine
-from services.executor.venues.base import Account
+from services.executor.venues.base import (
+    Account,
+    ExchangeUnavailable,
+    OrderNotFound,
+    OrderRequest,
+    OrderType,
+)
 from services.executor.venues.live import CcxtVenue, adapter
 from services.runtime.wire import STATUS_FROM_PB
 from services.simexchange.network import Fault
@@ -81,3 +87,41 @@ async def test_lost_responses_never_duplicate_or_lose_an_order(broker: str) -> N
             await engine.stop()
             await venue.close()
 
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+async def test_a_timed_out_order_is_unavailable_then_found_by_its_client_order_id(broker: str) -> None:
+    """The client gives up (timeout) while the request is still on its way; the exchange executes
+    it a moment later. The venue says unavailable (outcome unknown, never a refusal), and the
+    look-up by client order id then finds the one order the exchange holds."""
+    async with emulated(broker, seed=5) as emu:
+        account = await emu.account(broker, "slow-user")
+        market = await emu.account(broker, "market-data")
+        venue = CcxtVenue(adapter(broker), base_url=emu.url(broker), timeout_s=0.2, market_account=market)
+        try:
+            markets = await venue.load_markets()
+            book = await venue.fetch_order_book("ETH-USD")
+            assert book.best_ask is not None
+            lot = markets["ETH-USD"].lot_size
+            quantity = max(markets["ETH-USD"].min_quantity, (Decimal(40) / book.best_ask // lot) * lot)
+            request = OrderRequest("slow-order-1", "ETH-USD", Side.BUY, OrderType.MARKET, quantity)
+            emu.app.network.set(broker, Fault(latency_s=0.5, seed=3))
+            with pytest.raises(ExchangeUnavailable):
+                await venue.create_order(account, request)
+            emu.app.network.set(broker, Fault())
+            exchange = emu.app.exchange
+            for _ in range(100):  # the delayed request lands about 0.3 s after the client gave up
+                if exchange.order_count(broker):
+                    break
+                await asyncio.sleep(0.02)
+            if broker == "coinbase":
+                # Its create begins with a search of the orders (no look-up by client id exists):
+                # that is what timed out, so nothing was sent, and the look-up says so.
+                with pytest.raises(OrderNotFound):
+                    await venue.fetch_order(account, "ETH-USD", "slow-order-1")
+                assert exchange.order_count(broker) == 0
+            else:
+                found = await venue.fetch_order(account, "ETH-USD", "slow-order-1")
+                assert found.filled_quantity == quantity and exchange.order_count(broker) == 1
+        finally:
+            await venue.close()
