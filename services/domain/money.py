@@ -8,7 +8,8 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_EVEN, Decimal, Invalid
 ZERO = Decimal(0)
 
 # Plain decimal notation only: no exponent, no NaN/Infinity, no sign other than a leading '-'.
-_DECIMAL_RE = re.compile(r"^-?(\d{1,30})(\.\d{1,18})?$")
+# ASCII digits only: `\d` alone also matches other scripts' digits ("１００"), which Decimal reads.
+_DECIMAL_RE = re.compile(r"^-?(\d{1,30})(\.\d{1,18})?$", re.ASCII)
 MAX_INTEGER_DIGITS = 30
 MAX_FRACTION_DIGITS = 18
 

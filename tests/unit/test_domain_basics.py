@@ -11,7 +11,8 @@ from services.domain.states import TERMINAL, IllegalTransition, Status, check_tr
 from services.domain.work_queue import FairQueue, QueueFull
 
 
-@pytest.mark.parametrize("text", ["", " 5", "5 ", "5\n", "NaN", "nan", "inf", "-Infinity", "1e5", "abc", "1.2.3", "0x10", "1_000", "+5"])
+@pytest.mark.parametrize("text", ["", " 5", "5 ", "5\n", "NaN", "nan", "inf", "-Infinity", "1e5", "abc", "1.2.3", "0x10", "1_000", "+5",
+                                  "１００", "٣", "1.５"])  # other scripts' digits, which Decimal would read
 def test_parse_decimal_rejects_non_plain_numbers(text):
     with pytest.raises(BadDecimal):
         parse_decimal(text)
