@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import datetime
 import getpass
 import json
@@ -18,7 +19,7 @@ import os
 import pathlib
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import IO, Any
 
 import grpc
@@ -31,6 +32,8 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 from services.client.config import client_security
 from services.client.config import client_token as token_from_env
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.domain.money import fmt
+from services.permission.allocations import allocation_from_pb, describe
 from services.permission.client import KIND_TO_PB
 from services.runtime.auth import PrincipalKind
 from services.runtime.channels import open_channel
@@ -209,10 +212,70 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return asyncio.run(_list_subscriptions(args))
+    if not (args.strategy and args.user):
+        raise SystemExit(f"strategies {args.action} needs --strategy and --user")
     request = permission_pb2.SetSubscriptionRequest(
         strategy_id=args.strategy, user_id=args.user, subscribed=args.action == "subscribe"
     )
+    if args.action == "subscribe":
+        allocation = allocation_of(args)
+        if allocation is not None:
+            request.allocation.CopyFrom(allocation)
+    elif allocation_of(args) is not None:
+        raise SystemExit("strategies unsubscribe takes no allocation flags")
     return _run(lambda s: s.SetSubscription(request, timeout=10), args)
+
+
+def allocation_of(args: argparse.Namespace) -> permission_pb2.Allocation | None:
+    """The allocation the flags describe (None: no flag, the strategy's own size). The values
+    are checked by the service, the one place that decides what is valid."""
+    if args.capital is not None and args.percent is None:
+        raise SystemExit("--capital goes with --percent")
+    if args.percent is not None and args.capital is None:
+        raise SystemExit("--percent needs --capital (the USD the percent is of)")
+    if all(v is None for v in (args.fixed_usd, args.percent, args.multiplier, args.max_order_usd, args.pairs)):
+        return None
+    pb = permission_pb2.Allocation(max_order_usd=args.max_order_usd or "", pairs=_csv(args.pairs))
+    if args.fixed_usd is not None:
+        pb.fixed_usd = args.fixed_usd
+    elif args.percent is not None:
+        pb.percent_of_capital.CopyFrom(permission_pb2.PercentOfCapital(percent=args.percent, capital_usd=args.capital))
+    elif args.multiplier is not None:
+        pb.multiplier = args.multiplier
+    return pb
+
+
+async def _list_subscriptions(args: argparse.Namespace) -> int:
+    request = permission_pb2.ListSubscriptionsRequest(strategy_id=args.strategy or "", user_id=args.user or "")
+    async with client_channel(args, "permission") as channel:
+        try:
+            response = await permission_pb2_grpc.PermissionServiceStub(channel).ListSubscriptions(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            print(f"nija: {exc.code().name} {reason_of(exc)}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(subscriptions_table(response.subscriptions))
+    return 0
+
+
+def subscriptions_table(subscriptions: Sequence[permission_pb2.Subscription]) -> str:
+    """One row per subscription, columns aligned."""
+    rows = [("STRATEGY", "USER", "RULE", "MAX ORDER", "PAIRS")]
+    for sub in subscriptions:
+        allocation = allocation_from_pb(sub.allocation)
+        rows.append((
+            sub.strategy_id,
+            sub.user_id,
+            describe(dataclasses.replace(allocation, max_order_usd=None, pairs=frozenset())),
+            f"${fmt(allocation.max_order_usd)}" if allocation.max_order_usd is not None else "-",
+            ",".join(sorted(allocation.pairs)) or "all",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    if not subscriptions:
+        lines.append("(no subscriptions)")
+    return "\n".join(lines)
 
 
 def cmd_positions(args: argparse.Namespace) -> int:
@@ -456,10 +519,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _client_options(p)
     p.set_defaults(func=cmd_kill_switch)
 
-    p = sub.add_parser("strategies", help="subscribe users to strategies")
-    p.add_argument("action", choices=["subscribe", "unsubscribe"])
-    p.add_argument("--strategy", required=True)
-    p.add_argument("--user", required=True)
+    p = sub.add_parser("strategies", help="subscribe users to strategies, with how much of each signal they trade")
+    p.add_argument("action", choices=["subscribe", "unsubscribe", "list"])
+    p.add_argument("--strategy", help="required to subscribe or unsubscribe; list: only this strategy")
+    p.add_argument("--user", help="required to subscribe or unsubscribe; list: only this user")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--fixed-usd", metavar="USD", help="every signal trades this many USD")
+    rule.add_argument("--percent", metavar="P", help="every signal trades P percent of --capital")
+    rule.add_argument("--multiplier", metavar="M", help="every signal trades the strategy's size times M (default 1)")
+    p.add_argument("--capital", metavar="USD", help="with --percent: the capital the user puts on this strategy")
+    p.add_argument("--max-order-usd", metavar="USD", help="cap on one order")
+    p.add_argument("--pairs", help="comma-separated: only these pairs (default: every pair)")
     _client_options(p)
     p.set_defaults(func=cmd_strategies)
 

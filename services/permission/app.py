@@ -20,6 +20,7 @@ from services.runtime.auth import (
     Authenticate,
     AuthInterceptor,
     CachingAuthenticator,
+    PrincipalKind,
     Rule,
     admin_only,
     services_only,
@@ -49,6 +50,10 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/GetCredentials": services_only(*_EXECUTORS),
     # Executors stop trading on a kill switch; the aggregator notifies users' webhooks of it.
     f"/{SERVICE_NAME}/WatchControls": services_only(*_EXECUTORS, "aggregator"),
+    # Who trades a strategy's signal, and how much: the router fans signals out; admins look.
+    f"/{SERVICE_NAME}/ListSubscriptions": Rule(
+        frozenset({PrincipalKind.SERVICE, PrincipalKind.ADMIN}), frozenset({"router"})
+    ),
     **{
         f"/{ADMIN_SERVICE_NAME}/{method}": admin_only()
         for method in (

@@ -1,7 +1,8 @@
 """The permission service as the other services call it: one channel, a deadline on every call.
 
-Used by the router (check, reserve, release), the aggregator (apply executions), executors
-(credentials, kill switches) and every service's authenticator (tokens -> principals).
+Used by the router (check, reserve, release, a strategy's subscriptions), the aggregator (apply
+executions), executors (credentials, kill switches) and every service's authenticator (tokens ->
+principals).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.signal import Signal
+from services.permission.allocations import Subscription, subscription_from_pb
 from services.runtime.auth import CachingAuthenticator, Principal, PrincipalKind
 from services.runtime.channels import bounded, open_channel, raise_if_cancelled
 from services.runtime.errors import relay
@@ -70,6 +72,12 @@ class PermissionClient:
         request = permission_pb2.ApplyExecutionRequest(update=update, broker=update.broker)
         response = await self._call(self._stub.ApplyExecution, request, time_remaining)
         return response.new_fills
+
+    async def subscriptions(self, strategy_id: str, time_remaining: float | None = None) -> list[Subscription]:
+        """Every subscriber of `strategy_id` with their allocation, by user id (empty: none)."""
+        request = permission_pb2.ListSubscriptionsRequest(strategy_id=strategy_id)
+        response = await self._call(self._stub.ListSubscriptions, request, time_remaining)
+        return [subscription_from_pb(pb) for pb in response.subscriptions]
 
     async def credentials(self, user_id: str, broker: str) -> permission_pb2.ApiCredentials | None:
         """The user's decrypted keys for `broker` (executors only); None when none are stored."""

@@ -18,10 +18,12 @@ from google.protobuf import timestamp_pb2
 from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
+from services.domain.allocation import AllocationProblem
 from services.domain.brokers import BROKERS
 from services.domain.money import BadDecimal, fmt, parse_positive
 from services.domain.signal import SignalProblem, check_id, check_pair, check_size
 from services.permission.accounts import Accounts, Controls, TokenAuthority
+from services.permission.allocations import allocation_from_pb, describe, pb_path, subscription_to_pb
 from services.permission.checks import Decision, Denial, TradeRequest, check_trade
 from services.permission.client import KIND_FROM_PB, KIND_TO_PB
 from services.permission.permissions import (
@@ -80,10 +82,13 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
         self, request: permission_pb2.CheckTradeRequest, context: grpc.aio.ServicerContext
     ) -> permission_pb2.CheckTradeResponse:
         trade = trade_request_from_pb(request)
-        permissions = await _user(self._store, trade.user_id)
+        view = await _guard(self._store.trade_view(trade.user_id))
+        if view is None:
+            raise not_found("USER_NOT_FOUND", f"user {trade.user_id} not found", user_id=trade.user_id)
+        permissions, key_brokers = view
         decision = await self._controls.denial(trade.user_id) or check_trade(permissions, trade)
         _log_decision("trade checked", trade, decision)
-        return permission_pb2.CheckTradeResponse(**_decision_fields(decision))
+        return permission_pb2.CheckTradeResponse(**_decision_fields(decision, key_brokers))
 
     @unary
     async def ReserveTrade(
@@ -96,7 +101,7 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
         reservation = await _guard(self._store.reserve(trade))
         _log_decision("trade reserved" if reservation.decision.allowed else "trade denied", trade, reservation.decision)
         return permission_pb2.ReserveTradeResponse(
-            **_decision_fields(reservation.decision), replayed=reservation.replayed
+            **_decision_fields(reservation.decision, reservation.api_key_brokers), replayed=reservation.replayed
         )
 
     @unary
@@ -174,6 +179,15 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
                 api_key=credentials.api_key, api_secret=credentials.api_secret, passphrase=credentials.passphrase
             )
         )
+
+    @unary
+    async def ListSubscriptions(
+        self, request: permission_pb2.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
+    ) -> permission_pb2.ListSubscriptionsResponse:
+        strategy_id = _id(request.strategy_id, "strategy_id") if request.strategy_id else None
+        user_id = _user_id(request.user_id) if request.user_id else None
+        rows = await _guard(self._store.list_subscriptions(strategy_id, user_id))
+        return permission_pb2.ListSubscriptionsResponse(subscriptions=[subscription_to_pb(*row) for row in rows])
 
     @stream
     async def WatchControls(
@@ -326,9 +340,20 @@ class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
         self, request: permission_pb2.SetSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> permission_pb2.SetSubscriptionResponse:
         strategy_id, user_id = _id(request.strategy_id, "strategy_id"), _user_id(request.user_id)
+        # Checked whole before anything is looked up or written (meaningful only when subscribing,
+        # but a malformed one is refused either way rather than silently dropped).
+        try:
+            allocation = allocation_from_pb(request.allocation if request.HasField("allocation") else None)
+        except AllocationProblem as problem:
+            field = f"allocation.{pb_path(problem.field)}"
+            raise invalid(f"BAD_{problem.field.upper()}", str(problem), field=field) from None
         await _user(self._store, user_id)
-        await _guard(self._store.set_subscription(strategy_id, user_id, request.subscribed))
-        _audit("subscribed" if request.subscribed else "unsubscribed", strategy_id=strategy_id, user_id=user_id)
+        await _guard(self._store.set_subscription(strategy_id, user_id, request.subscribed, allocation))
+        if request.subscribed:
+            _audit("subscribed", strategy_id=strategy_id, user_id=user_id, rule=allocation.rule.value,
+                   allocation=describe(allocation))
+        else:
+            _audit("unsubscribed", strategy_id=strategy_id, user_id=user_id)
         return permission_pb2.SetSubscriptionResponse()
 
 
@@ -397,7 +422,7 @@ def _optional_positive(text: str, field: str) -> Decimal | None:
     return _positive(text, field) if text else None
 
 
-def _decision_fields(decision: Decision) -> dict[str, object]:
+def _decision_fields(decision: Decision, api_key_brokers: tuple[str, ...] = ()) -> dict[str, object]:
     fields: dict[str, object] = {
         "allowed": decision.allowed,
         "reason": decision.reason,
@@ -407,6 +432,7 @@ def _decision_fields(decision: Decision) -> dict[str, object]:
     if decision.allowed:
         # Present (possibly empty) on every allowed response; absent on a denial.
         fields["preferences"] = preferences_to_pb(decision.preferences)
+        fields["api_key_brokers"] = api_key_brokers
     return fields
 
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
+from services.domain.allocation import Allocation, Rule
 from services.domain.brokers import BROKERS
 from services.domain.money import ZERO, parse_decimal
 from services.domain.signal import Side
@@ -79,6 +80,9 @@ class Reservation:
     decision: Decision
     #: True: this signal_id was reserved earlier; nothing new was reserved or checked.
     replayed: bool = False
+    #: When allowed: the brokers the user has API keys stored for (sorted), read in the same
+    #: transaction as the decision.
+    api_key_brokers: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +218,17 @@ RISK_TABLES = (
 )
 
 
+#: Version 3 gives each subscription its allocation (services.domain.allocation). Rows from
+#: before read as the strategy's own size: multiplier 1, no cap, every pair.
+ALLOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rule", "TEXT NOT NULL DEFAULT 'multiplier' CHECK (rule IN ('fixed_usd', 'percent_of_capital', 'multiplier'))"),
+    ("amount", "TEXT NOT NULL DEFAULT '1'"),  # plain decimal string: USD, percent or multiplier
+    ("capital_usd", "TEXT"),  # percent_of_capital only
+    ("max_order_usd", "TEXT"),  # NULL: no cap
+    ("pairs", "TEXT NOT NULL DEFAULT '[]'"),  # JSON array of pairs; empty means every pair
+)
+
+
 def _v1_users(db: Database) -> None:
     db.execute(USERS_TABLE)
     present = set(db.columns("users"))
@@ -229,6 +244,13 @@ def _v2_risk(db: Database) -> None:
         db.execute(statement.format(blob=db.blob_type))
 
 
+def _v3_allocations(db: Database) -> None:
+    for name, definition in ALLOCATION_COLUMNS:
+        db.execute(f"ALTER TABLE subscriptions ADD COLUMN {name} {definition}")
+    # ListSubscriptions by user; by strategy, the primary key serves.
+    db.execute("CREATE INDEX subscriptions_by_user ON subscriptions (user_id, strategy_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users with routing preferences", _v1_users),
     Migration(
@@ -237,6 +259,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "reservations, daily figures",
         _v2_risk,
     ),
+    Migration(3, "subscription allocations", _v3_allocations),
 )
 
 _USER_FIELDS = (
@@ -406,11 +429,29 @@ class UserStore:
 
     # Strategy subscriptions.
 
-    async def set_subscription(self, strategy_id: str, user_id: str, subscribed: bool) -> None:
-        await self._tx(self._set_subscription, strategy_id, user_id, subscribed)
+    async def set_subscription(
+        self, strategy_id: str, user_id: str, subscribed: bool, allocation: Allocation | None = None
+    ) -> None:
+        """Subscribe with `allocation` (None: multiplier 1), replacing any earlier one, or
+        unsubscribe. Raises UnknownUser."""
+        if allocation is not None and not isinstance(allocation, Allocation):
+            raise TypeError(f"set_subscription takes an Allocation, got {allocation!r}")
+        await self._tx(self._set_subscription, strategy_id, user_id, subscribed, allocation or Allocation())
 
     async def subscribers(self, strategy_id: str) -> tuple[str, ...]:
         return await self._tx(_subscribers, strategy_id, write=False)
+
+    async def list_subscriptions(
+        self, strategy_id: str | None = None, user_id: str | None = None
+    ) -> list[tuple[str, str, Allocation]]:
+        """(strategy_id, user_id, allocation) by strategy then user, filtered by either or both;
+        one query, however many subscribers a strategy has."""
+        return await self._tx(_list_subscriptions, strategy_id, user_id, write=False)
+
+    async def trade_view(self, user_id: str) -> tuple[UserPermissions, tuple[str, ...]] | None:
+        """A user's permissions and the brokers they have API keys for, from one read (None:
+        no such user): a check's answer never mixes two moments."""
+        return await self._tx(_trade_view, user_id, write=False)
 
     # Sealed API keys.
 
@@ -546,7 +587,9 @@ class UserStore:
         )
         if reserved is not None and reserved[0] in ("open", "done"):
             # The signal was reserved and sent on before: a resubmission, which trades nothing new.
-            return Reservation(allowed_decision(permissions), replayed=True)
+            return Reservation(
+                allowed_decision(permissions), replayed=True, api_key_brokers=_api_key_brokers(db, user_id)
+            )
         if reserved is not None:
             # Given back without trading (released by the router, or expired as an orphan):
             # checked again like a new one, or a resubmission would trade outside every limit.
@@ -594,7 +637,7 @@ class UserStore:
                 now.isoformat(),
             ),
         )
-        return Reservation(decision)
+        return Reservation(decision, api_key_brokers=_api_key_brokers(db, user_id))
 
     def _release(self, db: Database, user_id: str, signal_id: str) -> bool:
         db.lock_user(user_id)
@@ -643,14 +686,19 @@ class UserStore:
             )
         return AppliedExecution(new_fills=new_fills, position=position, realized_pnl=realized)
 
-    def _set_subscription(self, db: Database, strategy_id: str, user_id: str, subscribed: bool) -> None:
+    def _set_subscription(
+        self, db: Database, strategy_id: str, user_id: str, subscribed: bool, allocation: Allocation
+    ) -> None:
         if db.one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)) is None:
             raise UnknownUser(user_id)
         if subscribed:
+            # Subscribing again replaces the allocation; created_at stays the first subscription's.
             db.execute(
-                "INSERT INTO subscriptions (strategy_id, user_id, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (strategy_id, user_id) DO NOTHING",
-                (strategy_id, user_id, self._clock().isoformat()),
+                f"INSERT INTO subscriptions (strategy_id, user_id, created_at, {_ALLOCATION_COLUMNS}) "
+                f"VALUES (?, ?, ?, {', '.join('?' * len(ALLOCATION_COLUMNS))}) "
+                "ON CONFLICT (strategy_id, user_id) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name, _ in ALLOCATION_COLUMNS),
+                (strategy_id, user_id, self._clock().isoformat(), *_allocation_to_row(allocation)),
             )
         else:
             db.execute(
@@ -849,6 +897,36 @@ def _subscribers(db: Database, strategy_id: str) -> tuple[str, ...]:
     return tuple(row[0] for row in rows)
 
 
+_ALLOCATION_COLUMNS = ", ".join(name for name, _ in ALLOCATION_COLUMNS)
+
+
+def _list_subscriptions(
+    db: Database, strategy_id: str | None, user_id: str | None
+) -> list[tuple[str, str, Allocation]]:
+    where, params = [], []
+    for column, value in (("strategy_id", strategy_id), ("user_id", user_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    rows = db.query(
+        f"SELECT strategy_id, user_id, {_ALLOCATION_COLUMNS} FROM subscriptions"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY strategy_id, user_id",
+        params,
+    )
+    return [(row[0], row[1], _allocation_from_row(row[2:])) for row in rows]
+
+
+def _api_key_brokers(db: Database, user_id: str) -> tuple[str, ...]:
+    rows = db.query("SELECT broker FROM api_keys WHERE user_id = ? ORDER BY broker", (user_id,))
+    return tuple(row[0] for row in rows)
+
+
+def _trade_view(db: Database, user_id: str) -> tuple[UserPermissions, tuple[str, ...]] | None:
+    permissions = _get_user(db, user_id)
+    return None if permissions is None else (permissions, _api_key_brokers(db, user_id))
+
+
 def _get_api_key(db: Database, user_id: str, broker: str) -> SealedSecret | None:
     row = db.one("SELECT key_id, blob FROM api_keys WHERE user_id = ? AND broker = ?", (user_id, broker))
     return None if row is None else SealedSecret(key_id=row[0], blob=bytes(row[1]))
@@ -961,6 +1039,27 @@ def _user_from_row(row: Sequence[Any]) -> UserPermissions:
 
 def _optional_decimal(text: str | None, field: str) -> Decimal | None:
     return None if text is None else parse_decimal(text, field)
+
+
+def _allocation_to_row(allocation: Allocation) -> tuple[Any, ...]:
+    return (
+        allocation.rule.value,
+        _text(allocation.amount),
+        _optional_text(allocation.capital_usd),
+        _optional_text(allocation.max_order_usd),
+        json.dumps(sorted(allocation.pairs)),
+    )
+
+
+def _allocation_from_row(row: Sequence[Any]) -> Allocation:
+    rule, amount, capital, cap, pairs = row
+    return Allocation(
+        rule=Rule(rule),
+        amount=parse_decimal(amount, "amount"),
+        capital_usd=_optional_decimal(capital, "capital_usd"),
+        max_order_usd=_optional_decimal(cap, "max_order_usd"),
+        pairs=frozenset(json.loads(pairs)),
+    )
 
 
 def _position_from_row(row: Sequence[Any]) -> Position:

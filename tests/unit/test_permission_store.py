@@ -10,7 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.domain.allocation import Allocation, Rule
 from services.domain.brokers import BROKERS
+from services.permission import store as store_module
 from services.permission.db import Migration, migrate, open_database
 from services.permission.demo import ALICE, BOB, DAVE, DEMO_USERS
 from services.permission.permissions import (
@@ -26,6 +28,7 @@ from services.permission.permissions import (
     UserPermissions,
 )
 from services.permission.store import (
+    ALLOCATION_COLUMNS,
     KILL_SWITCH_COLUMNS,
     LIMIT_COLUMNS,
     MIGRATIONS,
@@ -81,7 +84,7 @@ async def test_open_creates_parent_dir_and_wal_database(db_path: str):
 async def test_a_fresh_database_gets_every_migration_once(database_url: str, store: UserStore):
     recorded = rows(database_url, "SELECT version, description, applied_at FROM schema_migrations ORDER BY version")
     assert recorded == [(m.version, m.description, T0.isoformat()) for m in MIGRATIONS]
-    assert [v for v, *_ in recorded] == [1, 2]
+    assert [v for v, *_ in recorded] == [1, 2, 3]
     await store.close()
     again = UserStore(database_url, clock=Clock(T0 + timedelta(days=1)))
     await again.open()
@@ -89,6 +92,7 @@ async def test_a_fresh_database_gets_every_migration_once(database_url: str, sto
     assert rows(database_url, "SELECT version, applied_at FROM schema_migrations ORDER BY version") == [
         (1, T0.isoformat()),
         (2, T0.isoformat()),
+        (3, T0.isoformat()),
     ]
     db = open_database(database_url)
     try:
@@ -110,7 +114,7 @@ async def test_stores_opening_one_new_database_together_all_succeed(database_url
     finally:
         for s in stores:
             await s.close()
-    assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
 
 
 async def test_a_failed_migration_leaves_nothing_behind(database_url: str):
@@ -389,6 +393,145 @@ async def test_subscriptions(store: UserStore):
         await store.set_subscription("momentum", "mallory", True)
 
 
+FIXED = Allocation(Rule.FIXED_USD, Decimal("250.50"), max_order_usd=Decimal("200"))
+PERCENT = Allocation(Rule.PERCENT_OF_CAPITAL, Decimal("2.5"), capital_usd=Decimal("10000.01"))
+HALF = Allocation(Rule.MULTIPLIER, Decimal("0.5"), pairs=frozenset({"ETH-USD", "BTC-USD"}))
+
+
+async def test_subscriptions_keep_their_allocations_exactly(database_url: str, store: UserStore):
+    await store.seed_if_empty(DEMO_USERS)
+    await store.set_subscription("momentum", "dave", True, FIXED)
+    await store.set_subscription("momentum", "alice", True, PERCENT)
+    await store.set_subscription("carry", "alice", True, HALF)
+    await store.set_subscription("carry", "bob", True)  # no allocation: multiplier 1
+    assert await store.list_subscriptions() == [
+        ("carry", "alice", HALF),
+        ("carry", "bob", Allocation()),
+        ("momentum", "alice", PERCENT),
+        ("momentum", "dave", FIXED),
+    ]
+    # Plain decimal text, never a float; pairs as a sorted JSON array.
+    columns = ", ".join(name for name, _ in ALLOCATION_COLUMNS)
+    momentum = f"SELECT {columns} FROM subscriptions WHERE strategy_id = 'momentum' ORDER BY user_id"
+    assert rows(database_url, momentum) == [
+        ("percent_of_capital", "2.5", "10000.01", None, "[]"),
+        ("fixed_usd", "250.50", None, "200", "[]"),
+    ]
+    assert rows(database_url, "SELECT pairs FROM subscriptions WHERE strategy_id = 'carry' AND user_id = 'alice'") == [
+        ('["BTC-USD", "ETH-USD"]',)
+    ]
+
+
+async def test_subscribing_again_replaces_the_allocation_and_keeps_created_at(database_url: str):
+    clock = Clock(T0)
+    store = UserStore(database_url, clock=clock)
+    await store.open()
+    try:
+        await store.upsert(ALICE)
+        await store.set_subscription("momentum", "alice", True, FIXED)
+        clock.advance(60)
+        await store.set_subscription("momentum", "alice", True, HALF)
+        assert await store.list_subscriptions("momentum") == [("momentum", "alice", HALF)]
+        await store.set_subscription("momentum", "alice", True)
+        assert await store.list_subscriptions("momentum") == [("momentum", "alice", Allocation())]
+        assert rows(database_url, "SELECT created_at FROM subscriptions") == [(T0.isoformat(),)]
+        await store.set_subscription("momentum", "alice", False, FIXED)  # the allocation goes too
+        assert await store.list_subscriptions() == []
+        with pytest.raises(TypeError):
+            await store.set_subscription("momentum", "alice", True, "x2")  # type: ignore[arg-type]
+        with pytest.raises(UnknownUser):
+            await store.set_subscription("momentum", "mallory", True, FIXED)
+        assert await store.list_subscriptions() == []
+    finally:
+        await store.close()
+
+
+async def test_list_subscriptions_by_strategy_by_user_and_both(store: UserStore):
+    await store.seed_if_empty(DEMO_USERS)
+    for strategy, user in [("b", "dave"), ("a", "dave"), ("a", "bob"), ("c", "alice")]:
+        await store.set_subscription(strategy, user, True)
+
+    def pairs(listed: list[tuple[str, str, Allocation]]) -> list[tuple[str, str]]:
+        return [(strategy, user) for strategy, user, _ in listed]
+
+    assert pairs(await store.list_subscriptions()) == [("a", "bob"), ("a", "dave"), ("b", "dave"), ("c", "alice")]
+    assert pairs(await store.list_subscriptions("a")) == [("a", "bob"), ("a", "dave")]
+    assert pairs(await store.list_subscriptions(user_id="dave")) == [("a", "dave"), ("b", "dave")]
+    assert pairs(await store.list_subscriptions("b", "dave")) == [("b", "dave")]
+    assert await store.list_subscriptions("b", "bob") == []
+    assert await store.list_subscriptions("nobody") == []
+    # The authenticator's view of a strategy still agrees.
+    assert await store.subscribers("a") == ("bob", "dave")
+
+
+async def test_a_strategy_with_10000_subscribers_is_listed_in_one_query(database_url: str, store: UserStore):
+    users = [f"u{i:05}" for i in range(10_000)]
+    db = open_database(database_url)
+    queries: list[str] = []
+    try:
+        with db.transaction():
+            db.executemany(
+                "INSERT INTO subscriptions (strategy_id, user_id, created_at, rule, amount) VALUES (?, ?, ?, ?, ?)",
+                [("big", u, T0.isoformat(), "fixed_usd", "10") for u in reversed(users)],
+            )
+        query = db.query
+
+        def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+            queries.append(sql)
+            return query(sql, params)
+
+        db.query = counted  # type: ignore[method-assign]
+        with db.transaction(write=False):
+            listed = store_module._list_subscriptions(db, "big", None)
+    finally:
+        db.close()
+    assert len(queries) == 1
+    assert [user for _, user, _ in listed] == users
+    assert {allocation for _, _, allocation in listed} == {Allocation(Rule.FIXED_USD, Decimal(10))}
+    assert len(await store.list_subscriptions("big")) == 10_000
+
+
+async def test_subscriptions_from_before_allocations_read_as_multiplier_one(database_url: str):
+    """A database the previous release wrote (migrations 1 and 2): its subscriptions keep
+    trading the strategy's own size."""
+    db = open_database(database_url)
+    try:
+        migrate(db, MIGRATIONS[:2], T0.isoformat())
+        with db.transaction():
+            db.execute(
+                "INSERT INTO users (user_id, enabled, allowed_brokers, allowed_pairs, max_order_size_usd, "
+                "created_at, updated_at) VALUES ('alice', 1, '[]', '[]', '100', ?, ?)",
+                (T0.isoformat(), T0.isoformat()),
+            )
+            db.execute(
+                "INSERT INTO subscriptions (strategy_id, user_id, created_at) VALUES ('momentum', 'alice', ?)",
+                (T0.isoformat(),),
+            )
+            assert "rule" not in db.columns("subscriptions")
+    finally:
+        db.close()
+    store = UserStore(database_url, clock=Clock(T0))
+    await store.open()
+    try:
+        assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
+        assert await store.list_subscriptions() == [("momentum", "alice", Allocation(Rule.MULTIPLIER, Decimal(1)))]
+        assert await store.subscribers("momentum") == ("alice",)
+        await store.set_subscription("momentum", "alice", True, FIXED)
+        assert await store.list_subscriptions("momentum", "alice") == [("momentum", "alice", FIXED)]
+    finally:
+        await store.close()
+
+
+async def test_trade_view_reads_permissions_and_key_brokers_together(store: UserStore):
+    await store.seed_if_empty(DEMO_USERS)
+    assert await store.trade_view("mallory") is None
+    assert await store.trade_view("alice") == (ALICE, ())
+    await store.put_api_key("alice", "kraken", SealedSecret("mk-1", b"k"))
+    await store.put_api_key("alice", "binance", SealedSecret("mk-1", b"b"))
+    await store.put_api_key("bob", "coinbase", SealedSecret("mk-1", b"c"))
+    assert await store.trade_view("alice") == (ALICE, ("binance", "kraken"))
+
+
 # Sealed API keys.
 
 
@@ -609,7 +752,7 @@ async def test_v1_database_is_adopted_on_open(db_path: str):
     await store.open()
     try:
         assert columns(db_path)[7:11] == [name for name, _ in PREFERENCE_COLUMNS]
-        assert versions(db_path) == [1, 2]
+        assert versions(db_path) == [1, 2, 3]
         # Old rows read as "no preference" and no limits beyond the seed's rate; nothing else changes.
         assert await store.list_users() == [
             UserPermissions("alice", True, BROKERS, (), Decimal("50000")),
@@ -628,7 +771,7 @@ async def test_v1_database_is_adopted_on_open(db_path: str):
     try:
         assert await again.get("alice") == edited
         assert columns(db_path).count("preferred_brokers") == 1
-        assert versions(db_path) == [1, 2]
+        assert versions(db_path) == [1, 2, 3]
     finally:
         await again.close()
     with sqlite3.connect(db_path) as conn:
@@ -641,7 +784,7 @@ async def test_a_database_from_the_preferences_release_is_adopted(db_path: str):
     store = UserStore(db_path)
     await store.open()
     try:
-        assert versions(db_path) == [1, 2]
+        assert versions(db_path) == [1, 2, 3]
         assert (await store.get("dave")).preferences == RoutingPreferences(preferred_brokers=("coinbase",))
         assert columns(db_path).count("preferred_brokers") == 1
     finally:
@@ -670,7 +813,7 @@ async def test_stores_opening_one_v1_database_together_all_succeed(db_path: str)
         for s in stores:
             await s.close()
     assert columns(db_path)[7:11] == [name for name, _ in PREFERENCE_COLUMNS]
-    assert versions(db_path) == [1, 2]
+    assert versions(db_path) == [1, 2, 3]
 
 
 async def test_the_previous_version_can_still_write_a_migrated_database(db_path: str):

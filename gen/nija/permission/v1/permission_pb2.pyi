@@ -64,18 +64,20 @@ class CheckTradeRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., size_usd: _Optional[str] = ..., signal_id: _Optional[str] = ...) -> None: ...
 
 class CheckTradeResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers", "preferences")
+    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers", "preferences", "api_key_brokers")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DENIAL_CODE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_BROKERS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_BROKERS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     denial_code: DenialCode
     allowed_brokers: _containers.RepeatedScalarFieldContainer[str]
     preferences: RoutingPreferences
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ...) -> None: ...
+    api_key_brokers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ..., api_key_brokers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RoutingPreferences(_message.Message):
     __slots__ = ("preferred_brokers", "blocked_brokers", "routing_policy", "max_slippage_bps")
@@ -150,20 +152,22 @@ class ReserveTradeRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., size_usd: _Optional[str] = ..., signal_id: _Optional[str] = ...) -> None: ...
 
 class ReserveTradeResponse(_message.Message):
-    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers", "preferences", "replayed")
+    __slots__ = ("allowed", "reason", "denial_code", "allowed_brokers", "preferences", "replayed", "api_key_brokers")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DENIAL_CODE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_BROKERS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_BROKERS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     reason: str
     denial_code: DenialCode
     allowed_brokers: _containers.RepeatedScalarFieldContainer[str]
     preferences: RoutingPreferences
     replayed: bool
-    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    api_key_brokers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., denial_code: _Optional[_Union[DenialCode, str]] = ..., allowed_brokers: _Optional[_Iterable[str]] = ..., preferences: _Optional[_Union[RoutingPreferences, _Mapping]] = ..., replayed: _Optional[bool] = ..., api_key_brokers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReleaseReservationRequest(_message.Message):
     __slots__ = ("user_id", "signal_id")
@@ -502,14 +506,62 @@ class RotateMasterKeyResponse(_message.Message):
     def __init__(self, active_key_id: _Optional[str] = ..., resealed: _Optional[int] = ...) -> None: ...
 
 class SetSubscriptionRequest(_message.Message):
-    __slots__ = ("strategy_id", "user_id", "subscribed")
+    __slots__ = ("strategy_id", "user_id", "subscribed", "allocation")
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     strategy_id: str
     user_id: str
     subscribed: bool
-    def __init__(self, strategy_id: _Optional[str] = ..., user_id: _Optional[str] = ..., subscribed: _Optional[bool] = ...) -> None: ...
+    allocation: Allocation
+    def __init__(self, strategy_id: _Optional[str] = ..., user_id: _Optional[str] = ..., subscribed: _Optional[bool] = ..., allocation: _Optional[_Union[Allocation, _Mapping]] = ...) -> None: ...
+
+class Allocation(_message.Message):
+    __slots__ = ("fixed_usd", "percent_of_capital", "multiplier", "max_order_usd", "pairs")
+    FIXED_USD_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_OF_CAPITAL_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    MAX_ORDER_USD_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    fixed_usd: str
+    percent_of_capital: PercentOfCapital
+    multiplier: str
+    max_order_usd: str
+    pairs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fixed_usd: _Optional[str] = ..., percent_of_capital: _Optional[_Union[PercentOfCapital, _Mapping]] = ..., multiplier: _Optional[str] = ..., max_order_usd: _Optional[str] = ..., pairs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PercentOfCapital(_message.Message):
+    __slots__ = ("percent", "capital_usd")
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CAPITAL_USD_FIELD_NUMBER: _ClassVar[int]
+    percent: str
+    capital_usd: str
+    def __init__(self, percent: _Optional[str] = ..., capital_usd: _Optional[str] = ...) -> None: ...
+
+class Subscription(_message.Message):
+    __slots__ = ("strategy_id", "user_id", "allocation")
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    strategy_id: str
+    user_id: str
+    allocation: Allocation
+    def __init__(self, strategy_id: _Optional[str] = ..., user_id: _Optional[str] = ..., allocation: _Optional[_Union[Allocation, _Mapping]] = ...) -> None: ...
+
+class ListSubscriptionsRequest(_message.Message):
+    __slots__ = ("strategy_id", "user_id")
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    strategy_id: str
+    user_id: str
+    def __init__(self, strategy_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ListSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions",)
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ...) -> None: ...
 
 class SetSubscriptionResponse(_message.Message):
     __slots__ = ()

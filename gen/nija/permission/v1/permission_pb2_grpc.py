@@ -82,6 +82,11 @@ class PermissionServiceStub:
                 request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.SerializeToString,
                 response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.FromString,
                 _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/ListSubscriptions',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
 
 
 class PermissionServiceServicer:
@@ -154,6 +159,14 @@ class PermissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSubscriptions(self, request, context):
+        """Strategy subscriptions with their allocation rules (the router fanning a strategy's signal
+        out, and operators).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PermissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +214,11 @@ def add_PermissionServiceServicer_to_server(servicer, server):
                     servicer.WatchControls,
                     request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.FromString,
                     response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -449,6 +467,33 @@ class PermissionService:
             '/nija.permission.v1.PermissionService/WatchControls',
             nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsRequest.SerializeToString,
             nija_dot_permission_dot_v1_dot_permission__pb2.WatchControlsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/ListSubscriptions',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ListSubscriptionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
