@@ -8,6 +8,7 @@ stubs carry the admin token unless a test asks for a user's (`channel(name, toke
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import sqlite3
 from typing import Any
@@ -19,6 +20,7 @@ from nija.executor.v1 import executor_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 from nija.simexchange.v1 import simexchange_pb2_grpc
 
+from services import emulators
 from services.aggregator import app as aggregator_app
 from services.domain.brokers import BROKERS
 from services.executor import app as executor_app
@@ -107,14 +109,20 @@ async def start_mesh(
     router: dict[str, str] | None = None,
     permission: tuple[RunningServer, Issued] | None = None,
     aggregator_target: str | None = None,
+    live: tuple[str, ...] = (),
 ) -> InProcessMesh:
     """`permission`: one the test started already (`start_permission`); `aggregator_target`: an
     aggregator the test runs itself (e.g. as a process it can kill), whose file is
-    tmp/aggregator.db."""
+    tmp/aggregator.db. `live`: brokers whose executors trade through ccxt against the exchange
+    emulators (users need keys there: `issue_live_key`)."""
     servers: dict[str, RunningServer] = {}
     servers["permission"], tokens = permission or await start_permission(tmp)
     # Fast ticks for quick tests, with calm prices so marketable limit orders do fill.
-    servers["simexchange"] = await _start(sim_app, {"tick_interval_s": "0.05", "volatility_bps": "0.5", **(sim or {})})
+    emulate = {"emulate": ",".join(live)} if live else {}
+    servers["simexchange"] = await _start(
+        sim_app, {"tick_interval_s": "0.05", "volatility_bps": "0.5", **emulate, **(sim or {})}
+    )
+    live_settings = {broker: await _live_settings(tmp, servers["simexchange"], broker) for broker in live}
     permission_target = servers["permission"].target
     db = tmp / "aggregator.db"
     if aggregator_target is None:
@@ -132,6 +140,7 @@ async def start_mesh(
             "journal_path": str(tmp / f"executor-{broker}.journal.db"),
             **FAST_EXECUTOR,
             **(executor or {}),
+            **live_settings.get(broker, {}),
         }
         for broker in BROKERS
     }
@@ -186,6 +195,24 @@ async def start_mesh(
         await mesh.stop()
         raise RuntimeError("mesh did not become ready")
     return mesh
+
+
+async def _live_settings(tmp: pathlib.Path, sim: RunningServer, broker: str) -> dict[str, str]:
+    """An executor on the live ccxt venue against `broker`'s emulator, with an operator key for
+    the market reads an exchange signs (alpaca)."""
+    url = sim.app.emulators[broker].url  # type: ignore[attr-defined]
+    key = await issue_live_key(sim, broker, "market-data")
+    keys_file = tmp / f"market-keys-{broker}.json"
+    keys_file.write_text(json.dumps({"api_key": key[0], "api_secret": key[1]}))
+    return {"venue": "ccxt", "exchange_url": url, "market_keys_file": str(keys_file)}
+
+
+async def issue_live_key(sim: RunningServer, broker: str, account_id: str) -> tuple[str, str]:
+    """(api_key, secret) issued by `broker`'s emulator for `account_id`, as a user gets them."""
+    key = sim.app.emulators[broker].exchange.keys.add(  # type: ignore[attr-defined]
+        emulators.dialect(broker).issue_key(account_id)
+    )
+    return key.api_key, key.secret
 
 
 def signal(user: str = "alice", pair: str = "BTC-USD", side: int = common_pb2.SIDE_BUY, usd: str = "250",

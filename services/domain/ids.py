@@ -21,3 +21,14 @@ def child_signal_id(parent_signal_id: str, broker: str) -> str:
         return child
     digest = hashlib.sha256(parent_signal_id.encode()).hexdigest()[:16]
     return f"{parent_signal_id[:100]}.{digest}.{broker}"
+
+
+def subscriber_signal_id(strategy_signal_id: str, user_id: str) -> str:
+    """The signal id of one subscriber's order for a strategy signal: `<strategy signal>.<user>`,
+    readable and deterministic (a repeated strategy signal finds its children); hashed when that
+    would pass 128 characters."""
+    child = f"{strategy_signal_id}.{user_id}"
+    if len(child) <= 128:
+        return child
+    digest = hashlib.sha256(f"{strategy_signal_id}\x1f{user_id}".encode()).hexdigest()[:32]
+    return f"{strategy_signal_id[:40]}.{digest}.{user_id[:40]}"

@@ -65,6 +65,8 @@ class BrokerSnapshot:
     queue_depth: int
     max_queue: int
     pairs: Mapping[str, PairLiquidity]
+    #: A live venue: only users with API keys stored for this broker can be routed here.
+    requires_api_keys: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,6 +155,8 @@ class ExecutorSnapshot:
     breaker_state: BreakerState
     withdrawal_fees: dict[str, Decimal]
     version: int
+    #: The venue trades with each user's own keys (a live exchange).
+    requires_api_keys: bool = False
 
     @property
     def success_rate(self) -> float:
@@ -512,6 +514,7 @@ class ExecutorEngine:
             breaker_state=self.breaker.state,
             withdrawal_fees={pair: m.withdrawal_fee for pair, m in self._markets.items()},
             version=self.version,
+            requires_api_keys=getattr(self._venue, "requires_api_keys", False),
         )
 
     # ---- admission ---------------------------------------------------------------------------

@@ -129,5 +129,6 @@ def info_pb(snap: ExecutorSnapshot) -> executor_pb2.ExecutorInfo:
         success_rate=snap.success_rate,
         avg_latency_ms=snap.avg_latency_ms,
         breaker_state=BREAKER_TO_PB[snap.breaker_state],
+        requires_api_keys=snap.requires_api_keys,
         version=snap.version,
     )

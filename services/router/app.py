@@ -15,9 +15,10 @@ from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.domain.routing import Balancing, BalancingConfig
 from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
+from services.router.fanout import FanOut
 from services.router.engine import RouterEngine, RoutingConfig
 from services.router.servicer import RouterServicer
-from services.runtime.auth import Authenticate, AuthInterceptor, Rule, user_scoped
+from services.runtime.auth import Authenticate, AuthInterceptor, PrincipalKind, Rule, user_scoped
 from services.runtime.config import ConfigError
 from services.runtime.security import Security
 from services.runtime.server import Health
@@ -31,6 +32,8 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/SubmitSignal": user_scoped(lambda r: r.signal.user_id),
     f"/{SERVICE_NAME}/QuoteRoute": user_scoped(lambda r: r.signal.user_id),
     f"/{SERVICE_NAME}/CancelSignal": user_scoped(lambda r: r.user_id),
+    # A strategy for itself (the servicer holds it to its own strategy_id), or an admin.
+    f"/{SERVICE_NAME}/SubmitStrategySignal": Rule(frozenset({PrincipalKind.STRATEGY, PrincipalKind.ADMIN})),
 }
 
 _DEFAULT_EXECUTORS = ",".join(f"{b}=127.0.0.1:{DEFAULT_PORTS['executor-' + b]}" for b in BROKERS)
@@ -56,6 +59,8 @@ class Config:
     min_split_leg_usd: Decimal = Decimal(10)
     # Seed of the load balancer's random choice (None: a fresh one each start).
     seed: int | None = None
+    # A strategy signal's children started at once (each is a full order: reservation, stream).
+    fanout_concurrency: int = 64
 
     def executors(self) -> dict[str, str]:
         out = {}
@@ -72,6 +77,8 @@ class Config:
             raise ConfigError(f"balancing must be one of {[b.value for b in Balancing]}, got {self.balancing!r}")
         if self.max_attempts < 1:
             raise ConfigError("max_attempts must be at least 1")
+        if self.fanout_concurrency < 1:
+            raise ConfigError("fanout_concurrency must be at least 1")
 
     def routing(self) -> RoutingConfig:
         return RoutingConfig(
@@ -102,9 +109,10 @@ class RouterApp:
         self.engine = RouterEngine(
             self.permission, self.ledger, self.directory, config.routing(), rng=random.Random(config.seed)
         )
+        self.fanout = FanOut(self.engine, self.permission, self.ledger, config.fanout_concurrency)
 
     def register(self, server: grpc.aio.Server) -> None:
-        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(self.engine), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(self.engine, self.fanout), server)
 
     async def start(self, health: Health) -> None:
         log.info("router config", extra={"config": dataclasses.asdict(self.config)})

@@ -61,6 +61,7 @@ def snapshot_from_info(broker: str, info: executor_pb2.ExecutorInfo, healthy: bo
         success_rate=info.success_rate,
         queue_depth=info.queue_depth,
         max_queue=info.max_queue_size,
+        requires_api_keys=info.requires_api_keys,
         pairs={
             p.pair: PairLiquidity(
                 bid_usd=Decimal(p.bid_liquidity_usd or "0"),

@@ -121,6 +121,8 @@ class Prepared:
     plan: RoutePlan
     #: A reservation this call made (not a replay of an earlier submission's).
     reserved: bool = False
+    #: Every allowed broker listing the pair trades live and the user has no keys there.
+    missing_keys: tuple[str, ...] = ()
 
 
 class RouterEngine:
@@ -176,11 +178,18 @@ class RouterEngine:
             max_slippage_bps=options.max_slippage_bps or prefs.max_slippage_bps,
             preferred=tuple(prefs.preferred_brokers),
         )
+        # A live venue signs with the user's own keys: a user without keys there cannot go there.
+        key_brokers = set(decision.api_key_brokers)
+        keyless = {b for b in decision.allowed_brokers if (snap := snapshots.get(b)) and snap.requires_api_keys
+                   and b not in key_brokers}
+        allowed = [b for b in decision.allowed_brokers if b not in keyless]
         plan = plan_route(
-            signal, decision.allowed_brokers, snapshots, self.performance.success_rate,
+            signal, allowed, snapshots, self.performance.success_rate,
             choices, self._config.balancing, self._rng,
         )
-        return Prepared(signal, pb_signal, choices, plan, reserved)
+        lists_pair = [b for b in decision.allowed_brokers if b in snapshots and signal.pair in snapshots[b].pairs]
+        missing_keys = tuple(sorted(lists_pair)) if lists_pair and all(b in keyless for b in lists_pair) else ()
+        return Prepared(signal, pb_signal, choices, plan, reserved, missing_keys)
 
     # ---- submit --------------------------------------------------------------------------------
 
@@ -196,6 +205,11 @@ class RouterEngine:
         metrics.ROUTING_LATENCY.observe(time.perf_counter() - started)
         signal, plan = prepared.signal, prepared.plan
         try:
+            if prepared.missing_keys:
+                raise precondition(
+                    "NO_API_KEYS",
+                    f"no API keys stored for any broker listing {signal.pair} ({', '.join(prepared.missing_keys)})",
+                )
             if not plan.routable:
                 raise precondition("NO_ELIGIBLE_BROKER", f"no broker can take {signal.pair} now ({plan.why_not()})")
             created = await self._ledger.create_order(pb_signal, time_remaining)
@@ -446,17 +460,27 @@ class RouterEngine:
 
     @staticmethod
     def _update(signal: Signal, status: Status, reason: str, suffix: str) -> common_pb2.ExecutionUpdate:
-        return common_pb2.ExecutionUpdate(
-            signal_id=signal.signal_id,
-            user_id=signal.user_id,
-            status=STATUS_TO_PB[status],
-            pair=signal.pair,
-            side=SIDE_TO_PB[signal.side],
-            reason=reason,
-            time=now_pb(),
-            update_id=f"{signal.signal_id}:{suffix}",
-            parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
-        )
+        return status_update(signal, status, reason, suffix)
+
+    @property
+    def execute_timeout_s(self) -> float:
+        """How long an order's stream may run when the caller set no deadline."""
+        return self._config.execute_timeout_s
+
+
+def status_update(signal: Signal, status: Status, reason: str, suffix: str) -> common_pb2.ExecutionUpdate:
+    """An update the router itself records for `signal` (its update_id ends in `suffix`)."""
+    return common_pb2.ExecutionUpdate(
+        signal_id=signal.signal_id,
+        user_id=signal.user_id,
+        status=STATUS_TO_PB[status],
+        pair=signal.pair,
+        side=SIDE_TO_PB[signal.side],
+        reason=reason,
+        time=now_pb(),
+        update_id=f"{signal.signal_id}:{suffix}",
+        parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
+    )
 
 
 class _ParentProgress:

@@ -11,13 +11,33 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 from services.domain.money import fmt
 from services.domain.routing import BrokerQuote
 from services.router.engine import POLICY_TO_PB, RouterEngine, route_pb
-from services.runtime.errors import invalid, stream, unary
+from services.router.fanout import FanOut
+from services.runtime.auth import PrincipalKind, current_principal
+from services.runtime.errors import ServiceError, invalid, stream, unary
 from services.runtime.wire import order_key
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, engine: RouterEngine) -> None:
+    def __init__(self, engine: RouterEngine, fanout: FanOut | None = None) -> None:
         self._engine = engine
+        self._fanout = fanout
+
+    @stream
+    async def SubmitStrategySignal(
+        self, request: router_pb2.SubmitStrategySignalRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.SubmitStrategySignalResponse]:
+        if not request.HasField("signal"):
+            raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
+        caller = current_principal()
+        strategy_id = request.signal.strategy_id
+        if caller is not None and caller.kind is PrincipalKind.STRATEGY and caller.subject != strategy_id:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED, "NOT_THIS_STRATEGY",
+                f"strategy {caller.subject} may submit only its own signals, not {strategy_id!r}'s",
+            )
+        assert self._fanout is not None
+        async for event in self._fanout.run(request.signal, context.time_remaining()):
+            yield event
 
     @stream
     async def SubmitSignal(

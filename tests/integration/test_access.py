@@ -53,6 +53,9 @@ CASES = [
     Case("router", "SubmitSignal", router_pb2.SubmitSignalRequest(signal=_alice_signal()), "people"),
     Case("router", "QuoteRoute", router_pb2.QuoteRouteRequest(signal=_alice_signal()), "people"),
     Case("router", "CancelSignal", router_pb2.CancelSignalRequest(user_id="alice", signal_id="x"), "people"),
+    # Strategies (for themselves, tests/integration/test_fanout.py) and admins; never users or services.
+    Case("router", "SubmitStrategySignal",
+         router_pb2.SubmitStrategySignalRequest(signal=router_pb2.StrategySignal(strategy_id="apex")), "admin"),
     Case("aggregator", "WatchUpdates", aggregator_pb2.WatchUpdatesRequest(user_id="alice"), "people"),
     Case("aggregator", "GetOrder", aggregator_pb2.GetOrderRequest(user_id="alice", signal_id="x"), "people"),
     Case("aggregator", "ListOrders", aggregator_pb2.ListOrdersRequest(user_id="alice"), "people"),
@@ -73,6 +76,9 @@ CASES = [
     Case("permission", "Authenticate", permission_pb2.AuthenticateRequest(token="x"), "services"),
     Case("permission", "GetCredentials", permission_pb2.GetCredentialsRequest(user_id="alice", broker="binance"), "services"),
     Case("permission", "WatchControls", permission_pb2.WatchControlsRequest(), "services"),
+    # The router fanning a strategy's signal out, and admins (no other service: see
+    # test_subscriptions.test_only_the_router_and_admins_list_subscriptions).
+    Case("permission", "ListSubscriptions", permission_pb2.ListSubscriptionsRequest(strategy_id="apex"), "operators"),
     *[
         Case("permission-admin", m.name, message_factory.GetMessageClass(m.input_type)(), "admin")
         for m in descriptor_pool.Default().FindServiceByName(permission_app.ADMIN_SERVICE_NAME).methods

@@ -145,6 +145,9 @@ def typed_errors(exchange: ccxt.Exchange) -> Any:
 
 
 class CcxtVenue:
+    #: Every order is signed with the user's own keys: the router routes here only users with keys.
+    requires_api_keys = True
+
     def __init__(
         self, adapter: Adapter, *, base_url: str = "", timeout_s: float = 5.0, max_accounts: int = 1000,
         market_account: Account | None = None,

@@ -102,7 +102,7 @@ class PairInfo(_message.Message):
     def __init__(self, pair: _Optional[str] = ..., best_bid: _Optional[str] = ..., best_ask: _Optional[str] = ..., bid_liquidity_usd: _Optional[str] = ..., ask_liquidity_usd: _Optional[str] = ..., bids: _Optional[_Iterable[_Union[_common_pb2.BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[_common_pb2.BookLevel, _Mapping]]] = ..., withdrawal_fee: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("broker", "maker_fee", "taker_fee", "pairs", "queue_depth", "max_queue_size", "active_executions", "total_executions", "successful_executions", "success_rate", "avg_latency_ms", "breaker_state", "version")
+    __slots__ = ("broker", "maker_fee", "taker_fee", "pairs", "queue_depth", "max_queue_size", "active_executions", "total_executions", "successful_executions", "success_rate", "avg_latency_ms", "breaker_state", "version", "requires_api_keys")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class ExecutorInfo(_message.Message):
     AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_API_KEYS_FIELD_NUMBER: _ClassVar[int]
     broker: str
     maker_fee: str
     taker_fee: str
@@ -129,4 +130,5 @@ class ExecutorInfo(_message.Message):
     avg_latency_ms: float
     breaker_state: _common_pb2.BreakerState
     version: int
-    def __init__(self, broker: _Optional[str] = ..., maker_fee: _Optional[str] = ..., taker_fee: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairInfo, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., active_executions: _Optional[int] = ..., total_executions: _Optional[int] = ..., successful_executions: _Optional[int] = ..., success_rate: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., breaker_state: _Optional[_Union[_common_pb2.BreakerState, str]] = ..., version: _Optional[int] = ...) -> None: ...
+    requires_api_keys: bool
+    def __init__(self, broker: _Optional[str] = ..., maker_fee: _Optional[str] = ..., taker_fee: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairInfo, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., max_queue_size: _Optional[int] = ..., active_executions: _Optional[int] = ..., total_executions: _Optional[int] = ..., successful_executions: _Optional[int] = ..., success_rate: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., breaker_state: _Optional[_Union[_common_pb2.BreakerState, str]] = ..., version: _Optional[int] = ..., requires_api_keys: _Optional[bool] = ...) -> None: ...

@@ -22,34 +22,53 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from nija.common.v1 import common_pb2 as nija_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/router/v1/router.proto\x12\x0enija.router.v1\x1a\x1bnija/common/v1/common.proto\"I\n\x13\x43\x61ncelSignalRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x14\x43\x61ncelSignalResponse\x12\x0f\n\x07\x62rokers\x18\x01 \x03(\t\"Z\n\x13SubmitSignalRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"G\n\x14SubmitSignalResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"@\n\x11QuoteRouteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\"j\n\x0eScoreBreakdown\x12\x0b\n\x03\x66\x65\x65\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07success\x18\x03 \x01(\x01\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x0c\n\x04pair\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\"\x8e\x01\n\x0c\x43ostEstimate\x12\x0f\n\x07\x66\x65\x65_usd\x18\x01 \x01(\t\x12\x14\n\x0cslippage_usd\x18\x02 \x01(\t\x12\x16\n\x0ewithdrawal_usd\x18\x03 \x01(\t\x12\x11\n\ttotal_usd\x18\x04 \x01(\t\x12\x16\n\x0e\x65xpected_price\x18\x05 \x01(\t\x12\x14\n\x0cslippage_bps\x18\x06 \x01(\x01\"\xb4\x01\n\x0b\x42rokerQuote\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x11\n\texclusion\x18\x03 \x01(\t\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.nija.router.v1.ScoreBreakdown\x12*\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x1c.nija.router.v1.CostEstimate\x12\x15\n\rliquidity_usd\x18\x06 \x01(\t\"\x92\x01\n\x12QuoteRouteResponse\x12\x10\n\x08routable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12,\n\x05route\x18\x03 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12,\n\x07\x62rokers\x18\x04 \x03(\x0b\x32\x1b.nija.router.v1.BrokerQuote2\x9c\x02\n\rRouterService\x12[\n\x0cSubmitSignal\x12#.nija.router.v1.SubmitSignalRequest\x1a$.nija.router.v1.SubmitSignalResponse0\x01\x12S\n\nQuoteRoute\x12!.nija.router.v1.QuoteRouteRequest\x1a\".nija.router.v1.QuoteRouteResponse\x12Y\n\x0c\x43\x61ncelSignal\x12#.nija.router.v1.CancelSignalRequest\x1a$.nija.router.v1.CancelSignalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnija/router/v1/router.proto\x12\x0enija.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnija/common/v1/common.proto\"\xeb\x02\n\x0eStrategySignal\x12\x1a\n\x12strategy_signal_id\x18\x01 \x01(\t\x12\x13\n\x0bstrategy_id\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\x12\"\n\x04side\x18\x04 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x10\n\x08size_usd\x18\x05 \x01(\t\x12/\n\x0bsignal_type\x18\x06 \x01(\x0e\x32\x1a.nija.common.v1.SignalType\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x08metadata\x18\x08 \x03(\x0b\x32,.nija.router.v1.StrategySignal.MetadataEntry\x12\x13\n\x0blimit_price\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x1bSubmitStrategySignalRequest\x12.\n\x06signal\x18\x01 \x01(\x0b\x32\x1e.nija.router.v1.StrategySignal\"\xc2\x01\n\x1cSubmitStrategySignalResponse\x12\x31\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdateH\x00\x12\x34\n\x07skipped\x18\x02 \x01(\x0b\x32!.nija.router.v1.SkippedSubscriberH\x00\x12\x30\n\x07summary\x18\x03 \x01(\x0b\x32\x1d.nija.router.v1.FanOutSummaryH\x00\x42\x07\n\x05\x65vent\"4\n\x11SkippedSubscriber\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xd1\x01\n\rFanOutSummary\x12\x1a\n\x12strategy_signal_id\x18\x01 \x01(\t\x12\x13\n\x0bsubscribers\x18\x02 \x01(\r\x12\x0e\n\x06orders\x18\x03 \x01(\r\x12\x0f\n\x07skipped\x18\x04 \x01(\r\x12=\n\x08outcomes\x18\x05 \x03(\x0b\x32+.nija.router.v1.FanOutSummary.OutcomesEntry\x1a/\n\rOutcomesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"I\n\x13\x43\x61ncelSignalRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x14\x43\x61ncelSignalResponse\x12\x0f\n\x07\x62rokers\x18\x01 \x03(\t\"Z\n\x13SubmitSignalRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"G\n\x14SubmitSignalResponse\x12/\n\x06update\x18\x01 \x01(\x0b\x32\x1f.nija.common.v1.ExecutionUpdate\"@\n\x11QuoteRouteRequest\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x1b.nija.common.v1.TradeSignal\"j\n\x0eScoreBreakdown\x12\x0b\n\x03\x66\x65\x65\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07success\x18\x03 \x01(\x01\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x0c\n\x04pair\x18\x05 \x01(\x01\x12\r\n\x05total\x18\x06 \x01(\x01\"\x8e\x01\n\x0c\x43ostEstimate\x12\x0f\n\x07\x66\x65\x65_usd\x18\x01 \x01(\t\x12\x14\n\x0cslippage_usd\x18\x02 \x01(\t\x12\x16\n\x0ewithdrawal_usd\x18\x03 \x01(\t\x12\x11\n\ttotal_usd\x18\x04 \x01(\t\x12\x16\n\x0e\x65xpected_price\x18\x05 \x01(\t\x12\x14\n\x0cslippage_bps\x18\x06 \x01(\x01\"\xb4\x01\n\x0b\x42rokerQuote\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x08\x12\x11\n\texclusion\x18\x03 \x01(\t\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.nija.router.v1.ScoreBreakdown\x12*\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x1c.nija.router.v1.CostEstimate\x12\x15\n\rliquidity_usd\x18\x06 \x01(\t\"\x92\x01\n\x12QuoteRouteResponse\x12\x10\n\x08routable\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12,\n\x05route\x18\x03 \x01(\x0b\x32\x1d.nija.common.v1.RouteDecision\x12,\n\x07\x62rokers\x18\x04 \x03(\x0b\x32\x1b.nija.router.v1.BrokerQuote2\x91\x03\n\rRouterService\x12[\n\x0cSubmitSignal\x12#.nija.router.v1.SubmitSignalRequest\x1a$.nija.router.v1.SubmitSignalResponse0\x01\x12S\n\nQuoteRoute\x12!.nija.router.v1.QuoteRouteRequest\x1a\".nija.router.v1.QuoteRouteResponse\x12Y\n\x0c\x43\x61ncelSignal\x12#.nija.router.v1.CancelSignalRequest\x1a$.nija.router.v1.CancelSignalResponse\x12s\n\x14SubmitStrategySignal\x12+.nija.router.v1.SubmitStrategySignalRequest\x1a,.nija.router.v1.SubmitStrategySignalResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nija.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CANCELSIGNALREQUEST']._serialized_start=76
-  _globals['_CANCELSIGNALREQUEST']._serialized_end=149
-  _globals['_CANCELSIGNALRESPONSE']._serialized_start=151
-  _globals['_CANCELSIGNALRESPONSE']._serialized_end=190
-  _globals['_SUBMITSIGNALREQUEST']._serialized_start=192
-  _globals['_SUBMITSIGNALREQUEST']._serialized_end=282
-  _globals['_SUBMITSIGNALRESPONSE']._serialized_start=284
-  _globals['_SUBMITSIGNALRESPONSE']._serialized_end=355
-  _globals['_QUOTEROUTEREQUEST']._serialized_start=357
-  _globals['_QUOTEROUTEREQUEST']._serialized_end=421
-  _globals['_SCOREBREAKDOWN']._serialized_start=423
-  _globals['_SCOREBREAKDOWN']._serialized_end=529
-  _globals['_COSTESTIMATE']._serialized_start=532
-  _globals['_COSTESTIMATE']._serialized_end=674
-  _globals['_BROKERQUOTE']._serialized_start=677
-  _globals['_BROKERQUOTE']._serialized_end=857
-  _globals['_QUOTEROUTERESPONSE']._serialized_start=860
-  _globals['_QUOTEROUTERESPONSE']._serialized_end=1006
-  _globals['_ROUTERSERVICE']._serialized_start=1009
-  _globals['_ROUTERSERVICE']._serialized_end=1293
+  _globals['_STRATEGYSIGNAL_METADATAENTRY']._loaded_options = None
+  _globals['_STRATEGYSIGNAL_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_FANOUTSUMMARY_OUTCOMESENTRY']._loaded_options = None
+  _globals['_FANOUTSUMMARY_OUTCOMESENTRY']._serialized_options = b'8\001'
+  _globals['_STRATEGYSIGNAL']._serialized_start=110
+  _globals['_STRATEGYSIGNAL']._serialized_end=473
+  _globals['_STRATEGYSIGNAL_METADATAENTRY']._serialized_start=426
+  _globals['_STRATEGYSIGNAL_METADATAENTRY']._serialized_end=473
+  _globals['_SUBMITSTRATEGYSIGNALREQUEST']._serialized_start=475
+  _globals['_SUBMITSTRATEGYSIGNALREQUEST']._serialized_end=552
+  _globals['_SUBMITSTRATEGYSIGNALRESPONSE']._serialized_start=555
+  _globals['_SUBMITSTRATEGYSIGNALRESPONSE']._serialized_end=749
+  _globals['_SKIPPEDSUBSCRIBER']._serialized_start=751
+  _globals['_SKIPPEDSUBSCRIBER']._serialized_end=803
+  _globals['_FANOUTSUMMARY']._serialized_start=806
+  _globals['_FANOUTSUMMARY']._serialized_end=1015
+  _globals['_FANOUTSUMMARY_OUTCOMESENTRY']._serialized_start=968
+  _globals['_FANOUTSUMMARY_OUTCOMESENTRY']._serialized_end=1015
+  _globals['_CANCELSIGNALREQUEST']._serialized_start=1017
+  _globals['_CANCELSIGNALREQUEST']._serialized_end=1090
+  _globals['_CANCELSIGNALRESPONSE']._serialized_start=1092
+  _globals['_CANCELSIGNALRESPONSE']._serialized_end=1131
+  _globals['_SUBMITSIGNALREQUEST']._serialized_start=1133
+  _globals['_SUBMITSIGNALREQUEST']._serialized_end=1223
+  _globals['_SUBMITSIGNALRESPONSE']._serialized_start=1225
+  _globals['_SUBMITSIGNALRESPONSE']._serialized_end=1296
+  _globals['_QUOTEROUTEREQUEST']._serialized_start=1298
+  _globals['_QUOTEROUTEREQUEST']._serialized_end=1362
+  _globals['_SCOREBREAKDOWN']._serialized_start=1364
+  _globals['_SCOREBREAKDOWN']._serialized_end=1470
+  _globals['_COSTESTIMATE']._serialized_start=1473
+  _globals['_COSTESTIMATE']._serialized_end=1615
+  _globals['_BROKERQUOTE']._serialized_start=1618
+  _globals['_BROKERQUOTE']._serialized_end=1798
+  _globals['_QUOTEROUTERESPONSE']._serialized_start=1801
+  _globals['_QUOTEROUTERESPONSE']._serialized_end=1947
+  _globals['_ROUTERSERVICE']._serialized_start=1950
+  _globals['_ROUTERSERVICE']._serialized_end=2351
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from nija.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -6,6 +9,80 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class StrategySignal(_message.Message):
+    __slots__ = ("strategy_signal_id", "strategy_id", "pair", "side", "size_usd", "signal_type", "timestamp", "metadata", "limit_price")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STRATEGY_SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_USD_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    strategy_signal_id: str
+    strategy_id: str
+    pair: str
+    side: _common_pb2.Side
+    size_usd: str
+    signal_type: _common_pb2.SignalType
+    timestamp: _timestamp_pb2.Timestamp
+    metadata: _containers.ScalarMap[str, str]
+    limit_price: str
+    def __init__(self, strategy_signal_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., size_usd: _Optional[str] = ..., signal_type: _Optional[_Union[_common_pb2.SignalType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., limit_price: _Optional[str] = ...) -> None: ...
+
+class SubmitStrategySignalRequest(_message.Message):
+    __slots__ = ("signal",)
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    signal: StrategySignal
+    def __init__(self, signal: _Optional[_Union[StrategySignal, _Mapping]] = ...) -> None: ...
+
+class SubmitStrategySignalResponse(_message.Message):
+    __slots__ = ("update", "skipped", "summary")
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    update: _common_pb2.ExecutionUpdate
+    skipped: SkippedSubscriber
+    summary: FanOutSummary
+    def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ..., skipped: _Optional[_Union[SkippedSubscriber, _Mapping]] = ..., summary: _Optional[_Union[FanOutSummary, _Mapping]] = ...) -> None: ...
+
+class SkippedSubscriber(_message.Message):
+    __slots__ = ("user_id", "reason")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    reason: str
+    def __init__(self, user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FanOutSummary(_message.Message):
+    __slots__ = ("strategy_signal_id", "subscribers", "orders", "skipped", "outcomes")
+    class OutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    STRATEGY_SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    strategy_signal_id: str
+    subscribers: int
+    orders: int
+    skipped: int
+    outcomes: _containers.ScalarMap[str, int]
+    def __init__(self, strategy_signal_id: _Optional[str] = ..., subscribers: _Optional[int] = ..., orders: _Optional[int] = ..., skipped: _Optional[int] = ..., outcomes: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CancelSignalRequest(_message.Message):
     __slots__ = ("user_id", "signal_id", "reason")

@@ -50,6 +50,11 @@ class RouterServiceStub:
                 request_serializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.SerializeToString,
                 response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.FromString,
                 _registered_method=True)
+        self.SubmitStrategySignal = channel.unary_stream(
+                '/nija.router.v1.RouterService/SubmitStrategySignal',
+                request_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.SerializeToString,
+                response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -82,6 +87,18 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitStrategySignal(self, request, context):
+        """A strategy's signal, fanned out: one child signal per subscribed user, sized by that user's
+        allocation rule, each checked against that user's permissions and limits, routed and
+        executed on its own (signal_id "<strategy_signal_id>.<user_id>"). Streams every child's
+        updates, tagged with the user, then one summary. Strategies (for themselves) and admins only.
+        Submitting the same strategy_signal_id again places nothing new: the children's stored
+        outcomes are streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +116,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.CancelSignal,
                     request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.FromString,
                     response_serializer=nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.SerializeToString,
+            ),
+            'SubmitStrategySignal': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubmitStrategySignal,
+                    request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.FromString,
+                    response_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +205,33 @@ class RouterService:
             '/nija.router.v1.RouterService/CancelSignal',
             nija_dot_router_dot_v1_dot_router__pb2.CancelSignalRequest.SerializeToString,
             nija_dot_router_dot_v1_dot_router__pb2.CancelSignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStrategySignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nija.router.v1.RouterService/SubmitStrategySignal',
+            nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.SerializeToString,
+            nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.FromString,
             options,
             channel_credentials,
             insecure,

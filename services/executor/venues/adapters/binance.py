@@ -166,9 +166,9 @@ class BinanceAdapter:
     broker = "binance"
     ccxt_id = "binance"
     #: Beyond each operation's own request (rate_limits.binance): an executed order's fills come
-    #: from GET myTrades?orderId (weight 5) on a fetch and a cancel; a new order answers with its
-    #: fills (FULL), and a refused one with -2010 is looked up (GET order, weight 4).
-    follow_up_costs = {"fetch_order": {"ip_weight": 5}, "cancel_order": {"ip_weight": 5}, "place_order": {"ip_weight": 4}}
+    #: from GET myTrades?orderId (weight 5) on a fetch and a cancel. A new order answers with its
+    #: fills (FULL); the look-up after a -2010 refusal is rare enough to leave to a 429's back-off.
+    follow_up_costs = {"fetch_order": {"ip_weight": 5}, "cancel_order": {"ip_weight": 5}}
 
     def options(self) -> dict[str, Any]:
         # Spot only: load_markets is then the single GET /api/v3/exchangeInfo (EXCHANGES.md).
