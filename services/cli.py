@@ -1,6 +1,6 @@
 """`nija`: run one service, the whole local mesh, a trade, or a health check.
 
-  nija up [--demo] [--tls]    every service as its own process; Ctrl-C stops them all
+  nija up [--demo] [--tls]    every service as its own process (and the TradingView webhook gateway); Ctrl-C stops them all
   nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
   nija trade --user U ...     submit a signal and print each update as it streams
   nija status [--watch|--json] every service's health, each broker's breaker, queue and flow
@@ -25,13 +25,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services import admin_cli, trace_view
 from services.client import NijaClient, client_environ, make_signal, stream_trade
-from services.domain.brokers import BROKERS, DEFAULT_PORTS
+from services.domain.brokers import BROKERS, DEFAULT_PORTS, GATEWAY_HTTP_PORT
 from services.domain.states import Status
-from services.permission.bootstrap import Issued, issue_mesh_tokens
+from services.gateway.alerts import hash_passphrase
+from services.permission.bootstrap import UP_MARK, Issued, issue_mesh_tokens
+from services.permission.client import KIND_TO_PB
 from services.permission.demo import DEMO_USERS
 from services.runtime.certs import make_dev_certs
 from services.runtime.channels import open_channel
@@ -42,6 +45,7 @@ from services.runtime.config import (
     parse_assignments,
 )
 from services.runtime import tracing
+from services.runtime.auth import PrincipalKind
 from services.runtime.logging import configure_logging
 from services.runtime.security import Security, load_security
 from services.runtime.server import Listen, serve
@@ -58,6 +62,7 @@ SERVICE_MODULES = {
     "permission": "services.permission.app",
     "executor": "services.executor.app",
     "router": "services.router.app",
+    "gateway": "services.gateway.app",
 }
 
 #: Services that call others, and so need a service token of their own.
@@ -106,6 +111,23 @@ async def _serve(module: Any, config: Any, listen: Listen, security: Security) -
 
 # ---- up ------------------------------------------------------------------------------------------
 
+#: The demo strategy `nija up` runs behind the webhook gateway: its passphrase (printed; only its
+#: sha256 is in the strategies file), the TradingView tickers it takes, and how much of each alert
+#: the demo users trade (the three allocation rules).
+DEMO_STRATEGY = "tv-demo"
+DEMO_PASSPHRASE = "demo-passphrase"
+DEMO_TICKERS = {
+    "BTCUSD": "BTC-USD", "BTCUSDT": "BTC-USD", "ETHUSD": "ETH-USD", "ETHUSDT": "ETH-USD",
+    "SOLUSD": "SOL-USD", "SOLUSDT": "SOL-USD", "BNBUSD": "BNB-USD", "BNBUSDT": "BNB-USD",
+}
+DEMO_ALLOCATIONS = {
+    "alice": permission_pb2.Allocation(fixed_usd="150"),
+    "bob": permission_pb2.Allocation(multiplier="0.5"),
+    "dave": permission_pb2.Allocation(
+        percent_of_capital=permission_pb2.PercentOfCapital(percent="1", capital_usd="20000")
+    ),
+}
+
 
 def _write_private(path: pathlib.Path, text: str) -> None:
     """A secret file only its owner can read (created 0600, never world-readable for a moment)."""
@@ -131,6 +153,8 @@ class Child:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     port: int = 0
     metrics_port: int = 0
+    #: The HTTP listener of a service that has one (the gateway's webhooks).
+    http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: pathlib.Path | None = None
 
@@ -180,7 +204,7 @@ class Mesh:
         await self._issue_tokens()
         if self.tls:
             certs = self.data_dir / "certs"
-            make_dev_certs(certs, [*admin_cli.MESH_SERVICES, "client"])
+            make_dev_certs(certs, [*admin_cli.MESH_SERVICES, "gateway", "client"])
             self.client_security = _tls_security(certs, "client")
         emulated = self.live if self.emulate else ()
         ports_file = self.data_dir / "run" / "emulators.json"
@@ -225,8 +249,9 @@ class Mesh:
             for broker in BROKERS
         ]
         # Routers are stateless replicas: any number of them share the same upstreams.
+        routers = []
         for replica in range(1, self.routers + 1):
-            await self._spawn(
+            routers.append(await self._spawn(
                 Child(
                     "router" if replica == 1 else f"router-{replica}",
                     "router",
@@ -236,7 +261,22 @@ class Mesh:
                         "executor_targets": ",".join(f"{c.settings['broker']}={c.target}" for c in executors),
                     },
                 )
+            ))
+        # The webhook gateway last: its demo strategy's token and subscriptions come from the
+        # permission service (long up by now), and it calls the router.
+        strategies = await self._provision_demo_strategy(permission.target)
+        await self._spawn(
+            Child(
+                "gateway",
+                "gateway",
+                {
+                    "router_target": routers[0].target,
+                    "strategies_file": str(strategies),
+                    "http_port": "0" if self.auto_ports else str(GATEWAY_HTTP_PORT),
+                    "http_port_file": str(self.data_dir / "run" / "gateway.http.port"),
+                },
             )
+        )
         await asyncio.gather(
             *(wait_serving(c.target, HEALTH_NAMES[c.kind], 60.0, self._security_to(c)) for c in self.children)
         )
@@ -280,6 +320,45 @@ class Mesh:
                 files[broker] = self.data_dir / "market-keys" / f"{broker}.json"
                 _write_private(files[broker], json.dumps({"api_key": key["api_key"], "api_secret": key["secret"]}))
         return files
+
+    async def _provision_demo_strategy(self, permission: str) -> pathlib.Path:
+        """The demo strategy of the webhook gateway: a STRATEGY token minted through AdminService
+        (written 0600), alice, bob and dave subscribed with different allocation rules, and the
+        gateway's strategies file. Returns that file."""
+        assert self.tokens is not None
+        await wait_serving(permission, HEALTH_NAMES["permission"], 60.0, self.client_security)
+        security = dataclasses.replace(self.client_security, token=self.tokens.admin)
+        async with open_channel(permission, security) as channel:
+            admin = permission_pb2_grpc.AdminServiceStub(channel)
+            created = await admin.CreateToken(
+                permission_pb2.CreateTokenRequest(
+                    kind=KIND_TO_PB[PrincipalKind.STRATEGY], subject=DEMO_STRATEGY, description=UP_MARK
+                ),
+                timeout=10,
+            )
+            for user, allocation in DEMO_ALLOCATIONS.items():
+                request = permission_pb2.SetSubscriptionRequest(
+                    strategy_id=DEMO_STRATEGY, user_id=user, subscribed=True, allocation=allocation
+                )
+                try:
+                    await admin.SetSubscription(request, timeout=10)
+                except grpc.aio.AioRpcError as exc:  # the mesh still comes up; the demo strategy is short of a user
+                    print(f"nija up: subscribing {user} to {DEMO_STRATEGY} failed: {exc.code().name} {exc.details()}",
+                          file=sys.stderr)
+        directory = self.data_dir / "gateway"
+        _write_private(directory / f"{DEMO_STRATEGY}.token", created.token)
+        strategies = {"strategies": [{
+            "strategy_id": DEMO_STRATEGY,
+            "passphrase_sha256": hash_passphrase(DEMO_PASSPHRASE),
+            "token_file": f"{DEMO_STRATEGY}.token",
+            "tickers": DEMO_TICKERS,
+            "reference_capital_usd": "10000",
+            "rate_per_minute": 60,
+            "burst": 10,
+        }]}
+        path = directory / "strategies.json"
+        _write_private(path, json.dumps(strategies, indent=2))
+        return path
 
     def _security_to(self, child: Child) -> Security:
         # The simulated exchanges stand outside the mesh: plaintext on loopback, like before.
@@ -339,6 +418,8 @@ class Mesh:
             await asyncio.sleep(0.05)
         child.port = int(port_file.read_text())
         child.metrics_port = int(pathlib.Path(f"{port_file}.metrics").read_text())
+        if child.settings.get("http_port_file"):  # written before the gRPC port file
+            child.http_port = int(pathlib.Path(child.settings["http_port_file"]).read_text())
         return child
 
     def _write_manifest(self) -> None:
@@ -348,6 +429,7 @@ class Mesh:
                 "metrics": f"127.0.0.1:{c.metrics_port}",
                 "pid": c.process.pid if c.process else 0,
                 "log": str(c.log_path),
+                **({"http": f"127.0.0.1:{c.http_port}"} if c.http_port else {}),
             }
             for c in self.children
         }
@@ -409,6 +491,9 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"{c.name:<20} {c.target:<18} {c.process.pid if c.process else 0:>7}  {c.log_path}")
         print(f"all {len(mesh.children)} services SERVING; manifest {mesh.data_dir / 'mesh.json'}", flush=True)
         print(f"admin token in {mesh.data_dir / 'admin.token'}; demo users' tokens in {mesh.data_dir / 'tokens'}/")
+        gateway = next(c for c in mesh.children if c.kind == "gateway")
+        print(f"TradingView webhooks: POST http://127.0.0.1:{gateway.http_port}/webhook/{DEMO_STRATEGY} "
+              f"(passphrase {DEMO_PASSPHRASE!r}; alice, bob and dave subscribed)")
         if args.tls:
             certs = mesh.data_dir / "certs"
             print(f"TLS + mTLS on; a client certificate for you: export NIJA_TLS_CA={certs / 'ca.pem'} "

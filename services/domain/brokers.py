@@ -13,4 +13,9 @@ DEFAULT_PORTS: dict[str, int] = {
     "executor-binance": 50063,
     "executor-alpaca": 50064,
     "simexchange": 50070,
+    # gRPC health only; the webhooks arrive on its HTTP port (GATEWAY_HTTP_PORT).
+    "gateway": 50180,
 }
+
+#: The webhook gateway's HTTP port (TradingView alerts) when not chosen otherwise.
+GATEWAY_HTTP_PORT = 8080

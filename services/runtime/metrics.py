@@ -46,15 +46,25 @@ LEDGER_WRITE_LATENCY = Histogram(
 )
 STREAM_WATCHERS = Gauge("nija_stream_watchers", "Live WatchUpdates streams")
 
+# ---- webhook gateway ----
+WEBHOOK_ALERTS = Counter(
+    "nija_webhook_alerts_total", "TradingView alerts received, by strategy and outcome "
+    "(accepted, duplicate, or the refusal's reason)", ["strategy", "outcome"],
+)
+WEBHOOK_FANOUT = Histogram(
+    "nija_webhook_fanout_seconds", "From an accepted alert's fan-out call to the router's summary (or failure)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0),
+)
+
 #: The metric names as a dashboard queries them (histograms add _bucket, _sum, _count).
 EXPORTED = (
     "nija_trades_routed_total", "nija_routing_latency_seconds", "nija_failovers_total",
     "nija_reservation_denials_total", "nija_executions_total", "nija_executions_success_total",
     "nija_executor_queue_depth", "nija_breaker_state", "nija_rate_limit_waits_total",
-    "nija_ledger_write_seconds", "nija_stream_watchers",
+    "nija_ledger_write_seconds", "nija_stream_watchers", "nija_webhook_alerts_total", "nija_webhook_fanout_seconds",
 )
 #: Of those, the histograms: queried through their _bucket, _sum and _count series.
-HISTOGRAMS = ("nija_routing_latency_seconds", "nija_ledger_write_seconds")
+HISTOGRAMS = ("nija_routing_latency_seconds", "nija_ledger_write_seconds", "nija_webhook_fanout_seconds")
 
 
 class MetricsServer:

@@ -16,6 +16,8 @@ HEALTH_NAMES = {
     "permission": "nija.permission.v1.PermissionService",
     "executor": "nija.executor.v1.ExecutorService",
     "router": "nija.router.v1.RouterService",
+    # No gRPC API of its own: its health name says whether its router answers.
+    "gateway": "nija.gateway.v1.WebhookGateway",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import inspect
 import json
 import re
 import subprocess
@@ -109,6 +110,26 @@ def dials(kind: str) -> set[str]:
                 break
     assert out <= set(cli.SERVICE_MODULES), out
     return out
+
+
+def health_follows_upstream(kind: str) -> bool:
+    """Whether the service turns its own health NOT_SERVING while something else is down (an
+    executor's open breaker, the gateway's unreachable router): then a restart would not help."""
+    return "set_serving(" in inspect.getsource(module_of(kind))
+
+
+def http_port(kind: str, settings: dict[str, str]) -> int | None:
+    """The port of the service's own HTTP listener (its Config's `http_port`), if it has one."""
+    config = config_of(kind)
+    if "http_port" not in {f.name for f in dataclasses.fields(config)}:
+        return None
+    return load_config(config, settings).http_port
+
+
+def settings_of(deployment: Obj, objs: list[Obj]) -> dict[str, str]:
+    """The container's NIJA_<SERVICE>_<FIELD> variables as its Config's settings."""
+    prefix = f"NIJA_{kind_of(deployment).upper()}_"
+    return {k.removeprefix(prefix).lower(): v for k, v in env_values(deployment, objs).items() if k.startswith(prefix)}
 
 
 @cache
@@ -376,7 +397,8 @@ def _peer_is_pod(peer: Obj, namespace: str, labels: dict[str, str]) -> bool:
 
 def reachability_problems(objs: list[Obj]) -> list[str]:
     """On the gRPC port, a service reaches another exactly when the code dials it, and nothing
-    outside the namespace reaches anything but the router."""
+    outside the namespace reaches anything but the router; a service's own HTTP listener (the
+    gateway's `webhook` port) is what outside callers post to, so it is reachable from outside."""
     problems = []
     deployments = of_kind(objs, "Deployment")
     for dst in deployments:
@@ -384,6 +406,8 @@ def reachability_problems(objs: list[Obj]) -> list[str]:
         outside = ingress_ok(objs, dst, None, "grpc")
         if outside != (dst_kind == "router"):
             problems.append(f"{dst['metadata']['name']}: reachable from outside the namespace: {outside}")
+        if "webhook" in ports_of(dst) and not ingress_ok(objs, dst, None, "webhook"):
+            problems.append(f"{dst['metadata']['name']}: its webhook port is closed to the outside")
         for src in deployments:
             if src is dst:
                 continue
@@ -488,7 +512,12 @@ def test_ports_are_the_codes_ports_and_metrics_are_scraped(rendering) -> None:
         assert args.port is None and args.metrics_port is None, "the code's default ports"
         assert not is_loopback(args.host), f"{name} must listen beyond loopback"
         ports = ports_of(d)
-        assert ports == {"grpc": DEFAULT_PORTS[name], "metrics": DEFAULT_PORTS[name] + 1000}
+        expected = {"grpc": DEFAULT_PORTS[name], "metrics": DEFAULT_PORTS[name] + 1000}
+        settings = settings_of(d, objs)
+        if (webhook := http_port(kind_of(d), settings)) is not None:  # the gateway's HTTP listener
+            expected["webhook"] = webhook
+            assert not is_loopback(settings.get("http_host", "127.0.0.1")), f"{name}: HTTP beyond loopback"
+        assert ports == expected
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(ports["metrics"])
@@ -515,8 +544,9 @@ def test_probes_ask_the_health_names_the_code_registers(rendering) -> None:
         else:
             # The kubelet's gRPC probe cannot present a client certificate: /ready is the same switch.
             assert probes["readinessProbe"]["httpGet"]["path"] == "/ready", who
-        if kind_of(d) == "executor" or tls:
-            # An executor is NOT_SERVING while its breaker is open: no restarts for that.
+        if health_follows_upstream(kind_of(d)) or tls:
+            # An executor is NOT_SERVING while its breaker is open, the gateway while its router is
+            # down: no restarts for that.
             assert probes["livenessProbe"]["httpGet"]["path"] == "/health", who
         else:
             assert "grpc" in probes["livenessProbe"], who
@@ -546,12 +576,21 @@ def test_pods_run_locked_down_as_the_images_user(rendering) -> None:
             assert sc.get("privileged", False) is False, who
             mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
             assert "emptyDir" in volumes[mounts["/tmp"]["name"]], who
-            # Whatever the service writes lives on a mounted volume it may write to.
+            # Whatever the service writes lives on a mounted volume it may write to; what it only
+            # reads from a Secret (the gateway's strategies file) is a documented key of that Secret.
+            secrets = {s["name"]: s for s in load_required_secrets()}
             for var, value in env_values(d, objs).items():
                 if var.endswith(("_PATH", "_FILE")) and value.startswith("/"):
                     mount = next((m for p, m in mounts.items() if value.startswith(p + "/")), None)
-                    assert mount is not None and not mount.get("readOnly"), (who, var)
-                    assert "persistentVolumeClaim" in volumes[mount["name"]], (who, var)
+                    assert mount is not None, (who, var)
+                    volume = volumes[mount["name"]]
+                    if "secret" in volume:
+                        assert mount.get("readOnly"), (who, var)
+                        key = value.removeprefix(mount["mountPath"] + "/")
+                        assert key in secrets[volume["secret"]["secretName"]]["keys"], (who, var)
+                        continue
+                    assert not mount.get("readOnly"), (who, var)
+                    assert "persistentVolumeClaim" in volume, (who, var)
 
 
 def test_termination_grace_outlasts_the_prestop_and_the_drain(rendering) -> None:
@@ -762,3 +801,12 @@ def test_vault_egress_from_another_service_is_caught() -> None:
     rule = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": VAULT_PORT}]}
     by_name(objs, "NetworkPolicy")["executor-egress"]["spec"]["egress"].append(rule)
     assert len(key_store_problems(objs)) == len(BROKERS)
+
+
+def test_a_closed_webhook_port_or_an_open_gateway_grpc_port_is_caught() -> None:
+    objs = _base()
+    by_name(objs, "NetworkPolicy")["gateway-ingress-from-anywhere"]["spec"]["ingress"][0]["ports"] = [
+        {"protocol": "TCP", "port": "grpc"}]
+    problems = reachability_problems(objs)
+    assert "gateway: reachable from outside the namespace: True" in problems
+    assert "gateway: its webhook port is closed to the outside" in problems

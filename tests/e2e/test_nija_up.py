@@ -25,12 +25,13 @@ pytestmark = pytest.mark.e2e
 
 BIN = pathlib.Path(sys.executable).parent
 SERVICES = ["simexchange", "aggregator", "permission", "executor-coinbase", "executor-kraken",
-            "executor-binance", "executor-alpaca", "router"]
+            "executor-binance", "executor-alpaca", "router", "gateway"]
 HEALTH_NAMES = {
     "simexchange": "nija.simexchange.v1.SimulatedExchangeService",
     "aggregator": "nija.aggregator.v1.AggregatorService",
     "permission": "nija.permission.v1.PermissionService",
     "router": "nija.router.v1.RouterService",
+    "gateway": "nija.gateway.v1.WebhookGateway",
 }
 
 

@@ -19,7 +19,7 @@ from tests.e2e.up import UpMesh, start_up
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = 8  # simexchange, permission, aggregator, four executors, router
+SERVICES = 9  # simexchange, permission, aggregator, 4 executors, router, gateway
 
 
 @pytest.fixture(scope="module")
