@@ -31,7 +31,8 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/RecordUpdate": services_only(*_WRITERS),
     # People watch and read their own orders; routers follow the orders they submitted.
     f"/{SERVICE_NAME}/WatchUpdates": user_scoped(lambda r: r.user_id, services=("router",)),
-    f"/{SERVICE_NAME}/GetOrder": user_scoped(lambda r: r.user_id, services=("router",)),
+    # Executors read an order when recovering it from their journal (was it routed elsewhere?).
+    f"/{SERVICE_NAME}/GetOrder": user_scoped(lambda r: r.user_id, services=_WRITERS),
     f"/{SERVICE_NAME}/ListOrders": user_scoped(lambda r: r.user_id, services=("router",)),
     f"/{SERVICE_NAME}/ListFills": user_scoped(lambda r: r.user_id, services=("router",)),
     f"/{SERVICE_NAME}/GetDailySummary": user_scoped(lambda r: r.user_id, services=("router",)),

@@ -71,6 +71,7 @@ from services.runtime import metrics, tracing
 from services.runtime.errors import ServiceError, precondition
 from services.runtime.wire import (
     SIDE_TO_PB,
+    STATUS_FROM_PB,
     STATUS_TO_PB,
     now_pb,
     signal_from_pb,
@@ -383,11 +384,20 @@ class ExecutorEngine:
         if self._journal is None:
             return 0
         pending = await self._journal.pending()
+        recovered = 0
         for entry in pending:
             signal = signal_from_pb(entry.signal)
             key = (signal.user_id, signal.signal_id)
             if key in self._jobs:
                 continue
+            if not entry.legs and await self._routed_elsewhere(signal):
+                # Never sent, and the router has since moved the order on (it waits for an
+                # admission only so long): taking it now would place it twice.
+                log.warning("journaled order was routed elsewhere meanwhile; dropped",
+                            extra={"broker": self.broker, "signal_id": signal.signal_id})
+                await self._journal.done(signal.user_id, signal.signal_id)
+                continue
+            recovered += 1
             job = _Job(signal, entry.method, entry.priority)
             job.recovered = dict(entry.legs)
             job.status = Status.EXECUTING if entry.legs else Status.QUEUED
@@ -397,10 +407,23 @@ class ExecutorEngine:
                 await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
             self._queue.push_recovered(signal.user_id, job, entry.priority)
             self._work_ready.release()
-        if pending:
-            log.warning("recovered in-flight orders", extra={"broker": self.broker, "count": len(pending)})
+        if recovered:
+            log.warning("recovered in-flight orders", extra={"broker": self.broker, "count": recovered})
             self._touch()
-        return len(pending)
+        return recovered
+
+    async def _routed_elsewhere(self, signal: Signal) -> bool:
+        """Whether the ledger shows the order finished or routed to another broker."""
+        get_order = getattr(self._ledger, "get_order", None)
+        if get_order is None:
+            return False
+        try:
+            order = await get_order(signal.user_id, signal.signal_id)
+        except ServiceError as exc:
+            if exc.code is grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return order.broker != self.broker or STATUS_FROM_PB[order.status].terminal
 
     async def _emit_if_legal(self, job: _Job, status: Status, reason: str) -> None:
         try:

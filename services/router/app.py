@@ -53,6 +53,9 @@ class Config:
     reserve_timeout_s: float = 60.0
     execute_timeout_s: float = 600.0
     max_attempts: int = 3
+    # How long an executor whose stream broke before it recorded anything has to show it admitted
+    # the order (e.g. a restart recovering it) before the order goes to the next broker.
+    admission_wait_s: float = 10.0
     # Near-equal brokers share the flow: best | score_weighted | least_loaded.
     balancing: str = "score_weighted"
     balancing_margin: float = 6.0
@@ -84,6 +87,7 @@ class Config:
         return RoutingConfig(
             execute_timeout_s=self.execute_timeout_s,
             max_attempts=self.max_attempts,
+            admission_wait_s=self.admission_wait_s,
             balancing=BalancingConfig(Balancing(self.balancing), self.balancing_margin, self.min_split_leg_usd),
         )
 

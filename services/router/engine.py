@@ -108,6 +108,10 @@ class RoutingConfig:
     execute_timeout_s: float = 600.0
     # Routes tried for one signal when executors refuse it before taking it.
     max_attempts: int = 3
+    # An executor whose stream ended before anything was recorded for the order is given this
+    # long to show it admitted the order (a restart recovers it from the journal) before the
+    # order goes to the next route.
+    admission_wait_s: float = 10.0
     balancing: BalancingConfig = BalancingConfig()
 
 
@@ -314,14 +318,35 @@ class RouterEngine:
                     continue
                 log.warning("executor stream broke; following the ledger",
                             extra={"broker": route.broker, "code": exc.code().name})
-            # The executor took the order but its stream ended early: the order goes on without
-            # us, so the rest of its updates come from the ledger.
+            # The executor's stream ended early. An order it admitted goes on without us (its
+            # QUEUED is in the ledger, or comes from its journal when it is back), so the rest of
+            # its updates come from the ledger. One it never admitted is still ours to route.
+            if last_sequence == routing.sequence and not await self._admitted(signal, routing.sequence):
+                refusals.append(f"{route.broker}: its stream ended before it admitted the order")
+                metrics.FAILOVERS.labels(route.broker).inc()
+                log.warning("executor never admitted the order, trying the next broker", extra={"broker": route.broker})
+                continue
             async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, last_sequence, stream_timeout):
                 yield update
             return
         yield await self._ledger.record(
             self._update(signal, Status.FAILED, f"no executor accepted the order: {'; '.join(refusals)}", "failed")
         )
+
+    async def _admitted(self, signal: Signal, routing_sequence: int) -> bool:
+        """Whether an executor took the order after its ROUTING update: anything recorded since
+        (its QUEUED, or an executor's restart recovering it from its journal) within
+        `admission_wait_s`. An executor that recovers the order later finds it routed elsewhere
+        and drops it (ExecutorEngine.recover), so moving on cannot place it twice."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._config.admission_wait_s
+        while True:
+            order = await self._ledger.get_order(signal.user_id, signal.signal_id)
+            if order.last_sequence > routing_sequence:
+                return True
+            if loop.time() >= give_up_at:
+                return False
+            await asyncio.sleep(0.25)
 
     async def _execute(
         self, pb_signal: common_pb2.TradeSignal, route: common_pb2.RouteDecision, timeout_s: float
