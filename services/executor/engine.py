@@ -59,6 +59,7 @@ from services.executor.venues.base import (
     InsufficientFunds,
     InvalidOrder,
     Market,
+    OrderBook,
     OrderNotFound,
     OrderReport,
     OrderRequest,
@@ -258,6 +259,8 @@ class ExecutorEngine:
         self.broker = broker
         # user id -> the user's account with its API keys (default: keyless, for the simulator).
         self._accounts = accounts or _keyless_account
+        #: pair -> the book read in flight for orders waiting to be priced
+        self._book_reads: dict[str, asyncio.Future[OrderBook]] = {}
         # Kill switches as the permission service last told us: user -> reason, and the global one.
         self._killed_users: dict[str, str] = {}
         self._killed_all = ""
@@ -504,6 +507,10 @@ class ExecutorEngine:
             self._quotes.pop(pair, None)
             return
         self._record_transport(ok=True)
+        self._store_quote(pair, book)
+
+    def _store_quote(self, pair: str, book: OrderBook) -> None:
+        """The pair's quote (best prices, liquidity near the mid) from a book just read."""
         if book.best_bid is None or book.best_ask is None:
             self._quotes.pop(pair, None)
             return
@@ -738,15 +745,31 @@ class ExecutorEngine:
         report = await self._place(job, request, look_up_first=recovered is not None)
         await self._follow(job, report, last_leg=last, leg=leg)
 
+    async def _read_book(self, pair: str) -> OrderBook:
+        """One book read per pair however many orders wait for it (an exchange's public budget
+        can be one request a second), kept as the pair's quote for the orders that follow."""
+        pending = self._book_reads.get(pair)
+        if pending is None:
+
+            async def read() -> OrderBook:
+                book = await self._venue_call(
+                    "order_book", EXECUTOR_ACCOUNT, lambda: self._venue.fetch_order_book(pair), "order book"
+                )
+                self._store_quote(pair, book)
+                return book
+
+            pending = self._book_reads[pair] = asyncio.ensure_future(read())
+            pending.add_done_callback(lambda _: self._book_reads.pop(pair, None))
+        # Shielded: a waiter that is cancelled (its order cancelled) does not cancel the others' read.
+        return await asyncio.shield(pending)
+
     async def _new_request(self, job: _Job, market: Market, leg: int, leg_usd: Decimal) -> OrderRequest:
         signal = job.signal
         quote = self._quotes.get(signal.pair)
         if quote is not None and self._clock() - quote.at <= self._config.quote_max_age_s:
             touch: Decimal | None = quote.best_ask if signal.side is Side.BUY else quote.best_bid
         else:
-            book = await self._venue_call(
-                "order_book", EXECUTOR_ACCOUNT, lambda: self._venue.fetch_order_book(signal.pair), "order book"
-            )
+            book = await self._read_book(signal.pair)
             touch = book.best_ask if signal.side is Side.BUY else book.best_bid
         if touch is None:
             raise _LegOutcome(Status.FAILED, f"no liquidity on {self.broker} for {signal.pair}")
