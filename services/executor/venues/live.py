@@ -20,7 +20,7 @@ import collections
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -28,6 +28,8 @@ import aiohttp
 import ccxt.async_support as ccxt
 import certifi
 
+from services.domain.money import ceil_to_step, floor_to_step
+from services.domain.signal import Side
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
@@ -43,6 +45,7 @@ from services.executor.venues.base import (
     OrderNotFound,
     OrderReport,
     OrderRequest,
+    OrderType,
     RateLimited,
     VenueError,
 )
@@ -106,6 +109,27 @@ def dec(value: Any, field: str = "value") -> Decimal:
     if not out.is_finite():
         raise ExchangeRejected(f"the exchange sent a non-finite number for {field}: {value!r}")
     return out
+
+
+def on_grid(broker: str, market: Market, order: OrderRequest) -> tuple[Decimal, Decimal | None]:
+    """(quantity, limit price) on the market's grid: the quantity down to the lot, a limit price to
+    the tick never more aggressive than asked (buys down, sells up). InvalidOrder, before anything
+    is sent, for what no exchange would take: under the lot or the minimum quantity, a limit order
+    without a positive price. Minimum notionals differ by exchange and are checked by each adapter."""
+    quantity = floor_to_step(order.quantity, market.lot_size)
+    if quantity <= 0 or quantity < market.min_quantity:
+        raise InvalidOrder(
+            f"{broker}: quantity {order.quantity} rounds to {quantity} on lot size {market.lot_size},"
+            f" under the minimum {max(market.min_quantity, market.lot_size)} of {order.pair}"
+        )
+    if order.order_type is OrderType.MARKET:
+        return quantity, None
+    if order.limit_price is None or order.limit_price <= 0:
+        raise InvalidOrder(f"{broker}: a limit order needs a positive limit price, got {order.limit_price}")
+    price = (floor_to_step if order.side is Side.BUY else ceil_to_step)(order.limit_price, market.tick_size)
+    if price <= 0:
+        raise InvalidOrder(f"{broker}: limit price {order.limit_price} rounds to 0 on tick {market.tick_size}")
+    return quantity, price
 
 
 def _retry_after_s(headers: Mapping[str, str] | None) -> float | None:
@@ -200,10 +224,11 @@ class CcxtVenue:
             self._public = self._new_exchange(self._market_account)
         return self._public
 
-    @contextlib.asynccontextmanager
-    async def _on(self, exchange: ccxt.Exchange) -> AsyncIterator[ccxt.Exchange]:
-        with typed_errors(exchange):
-            yield exchange
+    async def _loaded_public(self) -> ccxt.Exchange:
+        """The keyless instance, its markets loaded."""
+        if not self._loaded:
+            await self.load_markets()
+        return self._public_exchange()
 
     async def _account_exchange(self, account: Account) -> ccxt.Exchange:
         if not account.api_key:
@@ -216,10 +241,8 @@ class CcxtVenue:
         if held is not None:  # the user's keys changed: a fresh instance (fresh nonce)
             del self._private[account.user_id]
             await held[1].close()
-        if not self._loaded:
-            await self.load_markets()
+        public = await self._loaded_public()
         exchange = self._new_exchange(account)
-        public = self._public_exchange()
         exchange.set_markets(public.markets, public.currencies)
         self._private[account.user_id] = (credentials, exchange)
         while len(self._private) > self._max_accounts:
@@ -230,42 +253,41 @@ class CcxtVenue:
     # -- Venue ----------------------------------------------------------------------------------
 
     async def load_markets(self) -> dict[str, Market]:
-        async with self._on(self._public_exchange()) as ex:
+        ex = self._public_exchange()
+        with typed_errors(ex):
             await ex.load_markets(reload=True)
             markets = self.adapter.markets(ex)
         self._loaded = True
         return markets
 
     async def fetch_fees(self) -> FeeSchedule:
-        if not self._loaded:
-            await self.load_markets()
-        async with self._on(self._public_exchange()) as ex:
+        ex = await self._loaded_public()
+        with typed_errors(ex):
             return await self.adapter.fees(ex)
 
     async def fetch_order_book(self, pair: str, depth: int = 0) -> OrderBook:
-        if not self._loaded:
-            await self.load_markets()
-        async with self._on(self._public_exchange()) as ex:
+        ex = await self._loaded_public()
+        with typed_errors(ex):
             return await self.adapter.order_book(ex, pair, depth)
 
     async def create_order(self, account: Account, order: OrderRequest) -> OrderReport:
-        exchange = await self._account_exchange(account)
-        async with self._on(exchange) as ex:
+        ex = await self._account_exchange(account)
+        with typed_errors(ex):
             return await self.adapter.create_order(ex, order)
 
     async def fetch_order(self, account: Account, pair: str, client_order_id: str) -> OrderReport:
-        exchange = await self._account_exchange(account)
-        async with self._on(exchange) as ex:
+        ex = await self._account_exchange(account)
+        with typed_errors(ex):
             return await self.adapter.fetch_order(ex, pair, client_order_id)
 
     async def cancel_order(self, account: Account, pair: str, client_order_id: str) -> OrderReport:
-        exchange = await self._account_exchange(account)
-        async with self._on(exchange) as ex:
+        ex = await self._account_exchange(account)
+        with typed_errors(ex):
             return await self.adapter.cancel_order(ex, pair, client_order_id)
 
     async def fetch_balances(self, account: Account) -> dict[str, Balance]:
-        exchange = await self._account_exchange(account)
-        async with self._on(exchange) as ex:
+        ex = await self._account_exchange(account)
+        with typed_errors(ex):
             return await self.adapter.balances(ex)
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 
-from services.domain.money import ceil_to_step, floor_to_step, fmt
+from services.domain.money import fmt
 from services.domain.signal import Side
 from services.executor.venues.base import (
     Balance,
@@ -44,7 +44,7 @@ from services.executor.venues.base import (
     OrderState,
     OrderType,
 )
-from services.executor.venues.live import dec
+from services.executor.venues.live import dec, on_grid
 
 QUOTE = "USD"
 #: Tier 1 (30-day volume under $100k) of docs.alpaca.markets/docs/crypto-fees; ccxt lists the same.
@@ -70,6 +70,20 @@ def _exact_json(text: str) -> Any:
     """ccxt's JSON parser, with every JSON number with a fraction kept as its exact text (Alpaca's
     market data sends prices and sizes as numbers)."""
     return json.loads(text, parse_float=str)
+
+
+def _market_of(info: dict[str, Any]) -> Market:
+    """The mesh's market from Alpaca's raw asset (BTC/USD -> BTC-USD)."""
+    base, _, quote = info["symbol"].partition("/")
+    return Market(
+        pair=f"{base}-{quote}",
+        base=base,
+        quote=quote,
+        tick_size=dec(info["price_increment"], "price_increment"),
+        lot_size=dec(info["min_trade_increment"], "min_trade_increment"),
+        min_quantity=dec(info.get("min_order_size") or "0", "min_order_size"),
+        min_notional=MIN_NOTIONAL,
+    )
 
 
 def _time(text: str | None) -> datetime | None:
@@ -103,17 +117,8 @@ class AlpacaAdapter:
     def markets(self, exchange: ccxt.Exchange) -> dict[str, Market]:
         out = {}
         for info in self._assets(exchange):
-            base, _, quote = info["symbol"].partition("/")
-            pair = f"{base}-{quote}"
-            out[pair] = Market(
-                pair=pair,
-                base=base,
-                quote=quote,
-                tick_size=dec(info["price_increment"], "price_increment"),
-                lot_size=dec(info["min_trade_increment"], "min_trade_increment"),
-                min_quantity=dec(info.get("min_order_size") or "0", "min_order_size"),
-                min_notional=MIN_NOTIONAL,
-            )
+            market = _market_of(info)
+            out[market.pair] = market
         return out
 
     @staticmethod
@@ -170,11 +175,7 @@ class AlpacaAdapter:
     def _order_body(self, exchange: ccxt.Exchange, order: OrderRequest) -> dict[str, str]:
         """Alpaca's order JSON, at the market's precision; refused here when it cannot meet the minimums."""
         info = self._asset(exchange, order.pair)
-        lot = dec(info["min_trade_increment"], "min_trade_increment")
-        minimum = dec(info.get("min_order_size") or "0", "min_order_size")
-        quantity = floor_to_step(order.quantity, lot)
-        if quantity <= 0 or quantity < minimum:
-            raise InvalidOrder(f"alpaca: quantity {order.quantity} is under the lot {lot} or the minimum {minimum}")
+        quantity, price = on_grid("alpaca", _market_of(info), order)
         body = {
             "symbol": info["symbol"],
             "qty": fmt(quantity),
@@ -183,13 +184,7 @@ class AlpacaAdapter:
             "time_in_force": "gtc",
             "client_order_id": order.client_order_id,
         }
-        if order.order_type is OrderType.LIMIT:
-            if order.limit_price is None or order.limit_price <= 0:
-                raise InvalidOrder("alpaca: a limit order needs a positive limit price")
-            tick = dec(info["price_increment"], "price_increment")
-            # Never a worse price than asked: buys round down, sells up.
-            round_ = floor_to_step if order.side is Side.BUY else ceil_to_step
-            price = round_(order.limit_price, tick)
+        if price is not None:
             if order.side is Side.BUY and quantity * price < MIN_NOTIONAL:
                 raise InvalidOrder(f"alpaca: a buy under {MIN_NOTIONAL} {QUOTE} is refused")
             body["limit_price"] = fmt(price)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 
-from services.domain.money import ceil_to_step, floor_to_step, fmt
+from services.domain.money import fmt
 from services.domain.signal import Side
 from services.executor.venues.base import (
     Balance,
@@ -44,7 +44,7 @@ from services.executor.venues.base import (
     OrderState,
     OrderType,
 )
-from services.executor.venues.live import dec
+from services.executor.venues.live import dec, on_grid
 
 MESH_QUOTE = "USD"
 BINANCE_QUOTE = "USDT"
@@ -255,21 +255,10 @@ class BinanceAdapter:
 
     @staticmethod
     def _sized(market: Market, order: OrderRequest) -> tuple[Decimal, Decimal | None]:
-        """Quantity down to the lot, a limit price to the tick on the side that never worsens it;
-        InvalidOrder before sending what Binance's filters would refuse anyway."""
-        quantity = floor_to_step(order.quantity, market.lot_size)
-        if quantity <= 0 or quantity < market.min_quantity:
-            raise InvalidOrder(
-                f"binance: quantity {order.quantity} is under the lot size {market.lot_size}"
-                f" / minimum {market.min_quantity} of {order.pair}"
-            )
-        if order.order_type is OrderType.MARKET:
-            return quantity, None
-        if order.limit_price is None or order.limit_price <= 0:
-            raise InvalidOrder("binance: a limit order needs a positive limit price")
-        to_tick = floor_to_step if order.side is Side.BUY else ceil_to_step
-        price = to_tick(order.limit_price, market.tick_size)
-        if price <= 0 or quantity * price < market.min_notional:
+        """On the market's grid (live.on_grid), and a limit order's notional over Binance's
+        NOTIONAL filter: refused before sending what Binance would refuse anyway."""
+        quantity, price = on_grid("binance", market, order)
+        if price is not None and quantity * price < market.min_notional:
             raise InvalidOrder(
                 f"binance: notional {quantity * price} is under the minimum {market.min_notional}"
             )

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 
-from services.domain.money import ceil_to_step, floor_to_step, fmt
+from services.domain.money import fmt
 from services.domain.signal import Side
 from services.executor.venues.base import (
     Balance,
@@ -49,7 +49,7 @@ from services.executor.venues.base import (
     OrderState,
     OrderType,
 )
-from services.executor.venues.live import dec
+from services.executor.venues.live import dec, on_grid
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +123,10 @@ def book_side(levels: Any, best_first_descending: bool, depth: int) -> list[Book
 
 def order_body(order: OrderRequest, market: Market) -> dict[str, Any]:
     """The create-order JSON, sizes on the market's grid; InvalidOrder when nothing valid is left."""
-    quantity = floor_to_step(order.quantity, market.lot_size)
-    if quantity <= 0 or quantity < market.min_quantity:
-        raise InvalidOrder(
-            f"coinbase: quantity {order.quantity} rounds to {quantity} on lot size {market.lot_size},"
-            f" under the minimum {max(market.min_quantity, market.lot_size)}"
-        )
-    if order.order_type is OrderType.MARKET:
+    quantity, price = on_grid("coinbase", market, order)
+    if price is None:
         configuration = {"market_market_ioc": {"base_size": fmt(quantity)}}
     else:
-        if order.limit_price is None or order.limit_price <= 0:
-            raise InvalidOrder("coinbase: a limit order needs a positive limit price")
-        # Rounded never more aggressively than asked: buys down, sells up.
-        snap = floor_to_step if order.side is Side.BUY else ceil_to_step
-        price = snap(order.limit_price, market.tick_size)
-        if price <= 0:
-            raise InvalidOrder(
-                f"coinbase: limit price {order.limit_price} rounds to 0 on tick {market.tick_size}"
-            )
         configuration = {
             "limit_limit_gtc": {"base_size": fmt(quantity), "limit_price": fmt(price), "post_only": False}
         }

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 
-from services.domain.money import ceil_to_step, floor_to_step, fmt
+from services.domain.money import fmt
 from services.domain.signal import Side
 from services.executor.venues.base import (
     AuthenticationFailed,
@@ -46,7 +46,7 @@ from services.executor.venues.base import (
     OrderType,
     VenueError,
 )
-from services.executor.venues.live import dec
+from services.executor.venues.live import dec, on_grid
 
 QUOTE = "USD"
 _BOOK_MAX = 500  # Depth's largest `count`: depth 0 asks for all of it
@@ -211,12 +211,7 @@ class KrakenAdapter:
     async def create_order(self, exchange: ccxt.Exchange, order: OrderRequest) -> OrderReport:
         market = self._ccxt_market(exchange, order.pair)
         spec = _market(market)
-        quantity = floor_to_step(order.quantity, spec.lot_size)
-        if quantity <= 0 or quantity < spec.min_quantity:
-            raise InvalidOrder(
-                f"kraken: quantity {order.quantity} is {quantity} at lot size {spec.lot_size},"
-                f" under the minimum {spec.min_quantity}"
-            )
+        quantity, price = on_grid("kraken", spec, order)
         params = {
             "pair": market["id"],
             "type": order.side.value,
@@ -224,13 +219,8 @@ class KrakenAdapter:
             "volume": fmt(quantity),
             "cl_ord_id": kraken_client_id(order.client_order_id),
         }
-        if order.order_type is OrderType.LIMIT:
-            if order.limit_price is None or order.limit_price <= 0:
-                raise InvalidOrder(f"kraken: a limit order needs a positive price, got {order.limit_price}")
-            # Off-tick prices move to the tick that never pays more (buy) or takes less (sell).
-            to_tick = floor_to_step if order.side is Side.BUY else ceil_to_step
-            price = to_tick(order.limit_price, spec.tick_size)
-            if price <= 0 or quantity * price < spec.min_notional:
+        if price is not None:
+            if quantity * price < spec.min_notional:
                 raise InvalidOrder(
                     f"kraken: {quantity} at {price} is under the minimum cost {spec.min_notional}"
                 )
