@@ -28,7 +28,7 @@ import abc
 import enum
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -129,6 +129,30 @@ class TokenBucket(_Gcra):
     def tokens(self, now: float) -> float:
         """Tokens left at `now`, counting every call booked so far (also those booked for later)."""
         return self.capacity - self._used(now)
+
+
+class KeyedBuckets:
+    """A TokenBucket per key, made on first use, for a server counting its callers (an exchange
+    emulator per key or IP, the webhook gateway per strategy): a request goes now, its cost
+    taken, or is told how long until it could."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._buckets: dict[object, TokenBucket] = {}
+
+    def take(self, key: object, capacity: float, refill_per_s: float, cost: float = 1.0) -> float:
+        """0.0 when the request may go ahead (its cost is taken); else the seconds until it could."""
+        if cost > capacity:
+            return math.inf
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(capacity, refill_per_s)
+        now = self._clock()
+        at = bucket.earliest(now, cost)
+        if at > now:
+            return at - now
+        bucket.record(now, cost)
+        return 0.0
 
 
 class DecayingCounter(_Gcra):

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from services.domain.rate_limits import KeyedBuckets
 from services.simexchange.core import SimExchange
 from services.simexchange.network import Network, Strike
 
@@ -70,23 +71,15 @@ class Buckets:
     """Token buckets per (limit name, principal): what an exchange counts per key or per IP."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, enabled: bool = True) -> None:
-        self._clock = clock
         #: Off only for load tests that must not wait for an exchange's real pace.
         self.enabled = enabled
-        self._state: dict[tuple[str, str], tuple[float, float]] = {}  # -> (tokens, at)
+        self._buckets = KeyedBuckets(clock)
 
     def take(self, name: str, principal: str, limit: Limit, cost: float = 1.0) -> float:
         """0.0 when the request may go ahead (its cost is taken); else the seconds until it could."""
         if not self.enabled:
             return 0.0
-        now = self._clock()
-        tokens, at = self._state.get((name, principal), (limit.burst, now))
-        tokens = min(limit.burst, tokens + (now - at) * limit.per_s)
-        if tokens < cost:
-            self._state[(name, principal)] = (tokens, now)
-            return (cost - tokens) / limit.per_s if limit.per_s > 0 else float("inf")
-        self._state[(name, principal)] = (tokens - cost, now)
-        return 0.0
+        return self._buckets.take((name, principal), limit.burst, limit.per_s, cost)
 
 
 class LostResponse(Exception):
@@ -191,5 +184,9 @@ class EmulatorServer:
             return json_response({"error": 'expected JSON {"account_id": "..."}'}, status=400)
         if not account_id:
             return json_response({"error": "account_id is required"}, status=400)
-        key = self.exchange.keys.add(self.dialect.issue_key(account_id))
+        key = self.issue_key(account_id)
         return json_response({"api_key": key.api_key, "secret": key.secret, "account_id": key.account_id})
+
+    def issue_key(self, account_id: str) -> ApiKey:
+        """A new key for `account_id`, in the exchange's form, valid from now on."""
+        return self.exchange.keys.add(self.dialect.issue_key(account_id))

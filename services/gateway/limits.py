@@ -7,6 +7,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from services.domain.rate_limits import KeyedBuckets
+
 Clock = Callable[[], float]
 
 
@@ -54,20 +56,11 @@ class RateLimiter:
     """A token bucket per strategy: `burst` alerts at once, refilled at `rate_per_minute`."""
 
     def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # strategy -> (tokens, at)
+        self._buckets = KeyedBuckets(clock)
 
     def take(self, strategy_id: str, rate_per_minute: float, burst: int) -> float:
         """0.0 when the alert may go ahead (a token is taken); else the seconds until one could."""
-        now = self._clock()
-        per_s = rate_per_minute / 60.0
-        tokens, at = self._buckets.get(strategy_id, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - at) * per_s)
-        if tokens >= 1.0:
-            self._buckets[strategy_id] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[strategy_id] = (tokens, now)
-        return (1.0 - tokens) / per_s if per_s > 0 else math.inf
+        return self._buckets.take(strategy_id, burst, rate_per_minute / 60.0)
 
 
 def retry_after_header(seconds: float) -> str:
