@@ -17,6 +17,15 @@ from services.runtime.server import Listen, RunningServer
 from services.simexchange.app import App, Config, build_app
 
 
+async def issue_key(url: str, account_id: str) -> ApiKey:
+    """A key issued the way a user gets one: from the exchange at `url` (its admin path)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/emulator/keys", json={"account_id": account_id}) as resp:
+            resp.raise_for_status()
+            body = await resp.json()
+    return ApiKey(body["api_key"], body["secret"], body["account_id"])
+
+
 @dataclasses.dataclass
 class Emulated:
     running: RunningServer
@@ -29,12 +38,7 @@ class Emulated:
         return self.app.emulators[broker].url
 
     async def issue_key(self, broker: str, account_id: str) -> ApiKey:
-        """A key issued the way a user gets one: from the exchange (its admin path)."""
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{self.url(broker)}/emulator/keys", json={"account_id": account_id}) as resp:
-                resp.raise_for_status()
-                body = await resp.json()
-        return ApiKey(body["api_key"], body["secret"], body["account_id"])
+        return await issue_key(self.url(broker), account_id)
 
     async def account(self, broker: str, user_id: str, account_id: str | None = None) -> Account:
         """An Account carrying a freshly issued key for `account_id` (default: the user id)."""

@@ -20,7 +20,6 @@ from nija.executor.v1 import executor_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 from nija.simexchange.v1 import simexchange_pb2_grpc
 
-from services import emulators
 from services.aggregator import app as aggregator_app
 from services.domain.brokers import BROKERS
 from services.executor import app as executor_app
@@ -209,9 +208,7 @@ async def _live_settings(tmp: pathlib.Path, sim: RunningServer, broker: str) -> 
 
 async def issue_live_key(sim: RunningServer, broker: str, account_id: str) -> tuple[str, str]:
     """(api_key, secret) issued by `broker`'s emulator for `account_id`, as a user gets them."""
-    key = sim.app.emulators[broker].exchange.keys.add(  # type: ignore[attr-defined]
-        emulators.dialect(broker).issue_key(account_id)
-    )
+    key = sim.app.emulators[broker].issue_key(account_id)  # type: ignore[attr-defined]
     return key.api_key, key.secret
 
 

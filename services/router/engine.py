@@ -307,7 +307,7 @@ class RouterEngine:
                 raise_if_cancelled()
                 if reason_of(exc) == "KILL_SWITCH" and last_sequence == routing.sequence:
                     # Switched on after the permission check: no other broker may take it either.
-                    yield await self._ledger.record(self._update(signal, Status.REJECTED, exc.details() or "", "killed"))
+                    yield await self._ledger.record(status_update(signal, Status.REJECTED, exc.details() or "", "killed"))
                     return
                 handed_back = reason_of(exc) == "NOT_SENT"
                 if handed_back or (last_sequence == routing.sequence and exc.code() in _REFUSED_BEFORE_ADMISSION):
@@ -330,7 +330,7 @@ class RouterEngine:
                 yield update
             return
         yield await self._ledger.record(
-            self._update(signal, Status.FAILED, f"no executor accepted the order: {'; '.join(refusals)}", "failed")
+            status_update(signal, Status.FAILED, f"no executor accepted the order: {'; '.join(refusals)}", "failed")
         )
 
     async def _admitted(self, signal: Signal, routing_sequence: int) -> bool:
@@ -465,7 +465,7 @@ class RouterEngine:
         self, signal: Signal, parent: "_ParentProgress", status: Status, reason: str
     ) -> common_pb2.ExecutionUpdate:
         parent.events += 1
-        update = self._update(signal, status, reason, f"split:{parent.events}")
+        update = status_update(signal, status, reason, f"split:{parent.events}")
         update.broker = "split"
         update.filled_quantity = fmt(parent.quantity)
         update.filled_notional = fmt(parent.notional)
@@ -478,14 +478,10 @@ class RouterEngine:
     def _routing_update(
         self, signal: Signal, broker: str, route: common_pb2.RouteDecision
     ) -> common_pb2.ExecutionUpdate:
-        update = self._update(signal, Status.ROUTING, route.reason, f"routing:{route.attempt}")
+        update = status_update(signal, Status.ROUTING, route.reason, f"routing:{route.attempt}")
         update.broker = broker
         update.route.CopyFrom(route)
         return update
-
-    @staticmethod
-    def _update(signal: Signal, status: Status, reason: str, suffix: str) -> common_pb2.ExecutionUpdate:
-        return status_update(signal, status, reason, suffix)
 
     @property
     def execute_timeout_s(self) -> float:

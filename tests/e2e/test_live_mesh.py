@@ -9,7 +9,6 @@ import asyncio
 import json
 from collections.abc import Iterator
 
-import aiohttp
 import grpc
 import pytest
 from nija.common.v1 import common_pb2
@@ -22,7 +21,7 @@ from services.domain.brokers import BROKERS
 from services.runtime.channels import open_channel
 from services.runtime.wire import status_name
 from tests.e2e.up import UpMesh, start_up
-from tests.emulators import venue_client_order_id
+from tests.emulators import issue_key, venue_client_order_id
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +41,6 @@ def _emulator_urls(mesh: UpMesh) -> dict[str, str]:
     return {broker: f"http://127.0.0.1:{port}" for broker, port in ports.items()}
 
 
-async def _issue_key(url: str, account_id: str) -> dict[str, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/emulator/keys", json={"account_id": account_id}) as resp:
-            resp.raise_for_status()
-            return await resp.json()  # type: ignore[no-any-return]
-
-
 async def _user(
     admin: permission_pb2_grpc.AdminServiceStub, mesh: UpMesh, user: str, brokers: list[str],
     preferred: list[str] | None = None,
@@ -60,8 +52,8 @@ async def _user(
         limits=permission_pb2.RiskLimits(trades_per_second="100", trade_burst=100))), timeout=10)
     urls = _emulator_urls(mesh)
     for broker in brokers:
-        key = await _issue_key(urls[broker], user)
-        await _store_key(admin, user, broker, key["api_key"], key["secret"])
+        key = await issue_key(urls[broker], user)
+        await _store_key(admin, user, broker, key.api_key, key.secret)
 
 
 async def _store_key(admin: permission_pb2_grpc.AdminServiceStub, user: str, broker: str, key: str, secret: str) -> None:
@@ -142,9 +134,9 @@ async def _scenario(mesh: UpMesh) -> dict[str, object]:
         # A wrong secret: that user's order is refused as an authentication failure; the breaker
         # stays closed and another user's order on the same exchange fills.
         await _user(admin, mesh, "live-badkey", ["coinbase"])
-        other = await _issue_key(_emulator_urls(mesh)["coinbase"], "someone-else")
-        good = await _issue_key(_emulator_urls(mesh)["coinbase"], "live-badkey")
-        await _store_key(admin, "live-badkey", "coinbase", good["api_key"], other["secret"])
+        other = await issue_key(_emulator_urls(mesh)["coinbase"], "someone-else")
+        good = await issue_key(_emulator_urls(mesh)["coinbase"], "live-badkey")
+        await _store_key(admin, "live-badkey", "coinbase", good.api_key, other.secret)
         # More refusals than the breaker's failure threshold (5): none of them is the exchange's fault.
         refused = await asyncio.gather(*(_submit(router, _signal("live-badkey", f"bad-{i}")) for i in range(8)))
         out["badkey"] = sorted({(status_name(r[-1].status), r[-1].reason.split(" GET ")[0]) for r in refused})
