@@ -87,6 +87,24 @@ class RecordUpdateRequest(_message.Message):
     update: _common_pb2.ExecutionUpdate
     def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ...) -> None: ...
 
+class RecordUpdatesRequest(_message.Message):
+    __slots__ = ("request_id", "update")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    update: _common_pb2.ExecutionUpdate
+    def __init__(self, request_id: _Optional[int] = ..., update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ...) -> None: ...
+
+class RecordUpdatesResponse(_message.Message):
+    __slots__ = ("request_id", "recorded", "refusal")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    recorded: RecordUpdateResponse
+    refusal: _common_pb2.Refusal
+    def __init__(self, request_id: _Optional[int] = ..., recorded: _Optional[_Union[RecordUpdateResponse, _Mapping]] = ..., refusal: _Optional[_Union[_common_pb2.Refusal, _Mapping]] = ...) -> None: ...
+
 class RecordUpdateResponse(_message.Message):
     __slots__ = ("update", "duplicate")
     UPDATE_FIELD_NUMBER: _ClassVar[int]

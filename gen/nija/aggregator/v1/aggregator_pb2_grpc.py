@@ -46,6 +46,11 @@ class AggregatorServiceStub:
                 request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateRequest.SerializeToString,
                 response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateResponse.FromString,
                 _registered_method=True)
+        self.RecordUpdates = channel.stream_stream(
+                '/nija.aggregator.v1.AggregatorService/RecordUpdates',
+                request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesRequest.SerializeToString,
+                response_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesResponse.FromString,
+                _registered_method=True)
         self.WatchUpdates = channel.unary_stream(
                 '/nija.aggregator.v1.AggregatorService/WatchUpdates',
                 request_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.WatchUpdatesRequest.SerializeToString,
@@ -110,6 +115,16 @@ class AggregatorServiceServicer:
     def RecordUpdate(self, request, context):
         """Records one update (transition checked, fills deduplicated, sequence assigned).
         Recording the same update_id again returns the stored update.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordUpdates(self, request_iterator, context):
+        """RecordUpdate for a writer with many updates in flight (router, executors): one long-lived
+        stream; each request carries a caller-chosen request_id that its answer repeats. Answers come
+        as each update is durable, not necessarily in request order. A refused update is answered
+        with a refusal; the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +208,11 @@ def add_AggregatorServiceServicer_to_server(servicer, server):
                     servicer.RecordUpdate,
                     request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateRequest.FromString,
                     response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateResponse.SerializeToString,
+            ),
+            'RecordUpdates': grpc.stream_stream_rpc_method_handler(
+                    servicer.RecordUpdates,
+                    request_deserializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesRequest.FromString,
+                    response_serializer=nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesResponse.SerializeToString,
             ),
             'WatchUpdates': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchUpdates,
@@ -296,6 +316,33 @@ class AggregatorService:
             '/nija.aggregator.v1.AggregatorService/RecordUpdate',
             nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateRequest.SerializeToString,
             nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUpdates(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nija.aggregator.v1.AggregatorService/RecordUpdates',
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesRequest.SerializeToString,
+            nija_dot_aggregator_dot_v1_dot_aggregator__pb2.RecordUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -258,3 +258,13 @@ class ExecutionUpdate(_message.Message):
     update_id: str
     parent_signal_id: str
     def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sequence: _Optional[int] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., broker: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ..., reason: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees_total: _Optional[str] = ..., average_price: _Optional[str] = ..., order_quantity: _Optional[str] = ..., client_order_id: _Optional[str] = ..., venue_order_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., route: _Optional[_Union[RouteDecision, _Mapping]] = ..., update_id: _Optional[str] = ..., parent_signal_id: _Optional[str] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

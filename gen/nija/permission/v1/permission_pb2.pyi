@@ -191,6 +191,18 @@ class ApplyExecutionRequest(_message.Message):
     broker: str
     def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ..., broker: _Optional[str] = ...) -> None: ...
 
+class ApplyExecutionsRequest(_message.Message):
+    __slots__ = ("executions",)
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[ApplyExecutionRequest]
+    def __init__(self, executions: _Optional[_Iterable[_Union[ApplyExecutionRequest, _Mapping]]] = ...) -> None: ...
+
+class ApplyExecutionsResponse(_message.Message):
+    __slots__ = ("new_fills",)
+    NEW_FILLS_FIELD_NUMBER: _ClassVar[int]
+    new_fills: int
+    def __init__(self, new_fills: _Optional[int] = ...) -> None: ...
+
 class ApplyExecutionResponse(_message.Message):
     __slots__ = ("new_fills",)
     NEW_FILLS_FIELD_NUMBER: _ClassVar[int]

@@ -57,6 +57,11 @@ class PermissionServiceStub:
                 request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.SerializeToString,
                 response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.FromString,
                 _registered_method=True)
+        self.ApplyExecutions = channel.unary_unary(
+                '/nija.permission.v1.PermissionService/ApplyExecutions',
+                request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsRequest.SerializeToString,
+                response_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsResponse.FromString,
+                _registered_method=True)
         self.GetUserPermissions = channel.unary_unary(
                 '/nija.permission.v1.PermissionService/GetUserPermissions',
                 request_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.GetUserPermissionsRequest.SerializeToString,
@@ -126,6 +131,15 @@ class PermissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyExecutions(self, request, context):
+        """ApplyExecution for a batch of updates, applied in order in one transaction (the ledger's
+        position feed sends what it has in one call). All or nothing: a refused update refuses the
+        batch with that update's status, naming its index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUserPermissions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -189,6 +203,11 @@ def add_PermissionServiceServicer_to_server(servicer, server):
                     servicer.ApplyExecution,
                     request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.FromString,
                     response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.SerializeToString,
+            ),
+            'ApplyExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyExecutions,
+                    request_deserializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsRequest.FromString,
+                    response_serializer=nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsResponse.SerializeToString,
             ),
             'GetUserPermissions': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUserPermissions,
@@ -332,6 +351,33 @@ class PermissionService:
             '/nija.permission.v1.PermissionService/ApplyExecution',
             nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionRequest.SerializeToString,
             nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.permission.v1.PermissionService/ApplyExecutions',
+            nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsRequest.SerializeToString,
+            nija_dot_permission_dot_v1_dot_permission__pb2.ApplyExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

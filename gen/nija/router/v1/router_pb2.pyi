@@ -114,6 +114,32 @@ class SubmitSignalResponse(_message.Message):
     update: _common_pb2.ExecutionUpdate
     def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ...) -> None: ...
 
+class SubmitSignalsRequest(_message.Message):
+    __slots__ = ("signal", "after_sequence")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    signal: _common_pb2.TradeSignal
+    after_sequence: int
+    def __init__(self, signal: _Optional[_Union[_common_pb2.TradeSignal, _Mapping]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class SubmitSignalsResponse(_message.Message):
+    __slots__ = ("update", "refusal")
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    update: _common_pb2.ExecutionUpdate
+    refusal: SignalRefusal
+    def __init__(self, update: _Optional[_Union[_common_pb2.ExecutionUpdate, _Mapping]] = ..., refusal: _Optional[_Union[SignalRefusal, _Mapping]] = ...) -> None: ...
+
+class SignalRefusal(_message.Message):
+    __slots__ = ("signal_id", "user_id", "refusal")
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    signal_id: str
+    user_id: str
+    refusal: _common_pb2.Refusal
+    def __init__(self, signal_id: _Optional[str] = ..., user_id: _Optional[str] = ..., refusal: _Optional[_Union[_common_pb2.Refusal, _Mapping]] = ...) -> None: ...
+
 class QuoteRouteRequest(_message.Message):
     __slots__ = ("signal",)
     SIGNAL_FIELD_NUMBER: _ClassVar[int]

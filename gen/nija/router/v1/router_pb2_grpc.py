@@ -55,6 +55,11 @@ class RouterServiceStub:
                 request_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.SerializeToString,
                 response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.FromString,
                 _registered_method=True)
+        self.SubmitSignals = channel.stream_stream(
+                '/nija.router.v1.RouterService/SubmitSignals',
+                request_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsRequest.SerializeToString,
+                response_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -99,6 +104,17 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitSignals(self, request_iterator, context):
+        """Many signals on one stream, for high-throughput strategy clients. Each request is one signal
+        (with SubmitSignal's semantics, re-attaching included); every update of every signal comes
+        back on this stream, tagged with its signal_id. A signal that is refused gets a refusal and
+        the stream goes on. Half-closing the request side ends the stream once every signal sent has
+        reached a terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +137,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.SubmitStrategySignal,
                     request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.FromString,
                     response_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.SerializeToString,
+            ),
+            'SubmitSignals': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitSignals,
+                    request_deserializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsRequest.FromString,
+                    response_serializer=nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +253,33 @@ class RouterService:
             '/nija.router.v1.RouterService/SubmitStrategySignal',
             nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalRequest.SerializeToString,
             nija_dot_router_dot_v1_dot_router__pb2.SubmitStrategySignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSignals(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nija.router.v1.RouterService/SubmitSignals',
+            nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsRequest.SerializeToString,
+            nija_dot_router_dot_v1_dot_router__pb2.SubmitSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
