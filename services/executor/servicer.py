@@ -13,7 +13,7 @@ from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from services.domain.breaker import BreakerState
 from services.domain.money import fmt
 from services.domain.signal import execution_method, priority
-from services.executor.engine import ExecutorEngine, ExecutorSnapshot
+from services.executor.engine import ExecutorEngine, ExecutorSnapshot, PairQuote
 from services.executor.venues.base import AuthenticationFailed, ExchangeUnavailable, RateLimited, VenueError
 from services.runtime.errors import ServiceError, invalid, precondition, stream, unary
 from services.runtime.wire import METHOD_FROM_PB, checked_id, order_key, signal_from_pb
@@ -29,6 +29,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, engine: ExecutorEngine, min_push_s: float = 0.05, max_push_interval_ms: int = 1000) -> None:
         self._engine = engine
         self._min_push_s = min_push_s
+        self._pair_infos = PairInfos()
         self._max_push_interval_ms = max_push_interval_ms
         # Info requests served (GetExecutorInfo calls and WatchExecutorInfo streams opened).
         self.info_calls = 0
@@ -86,7 +87,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         self, request: executor_pb2.GetExecutorInfoRequest, context: grpc.aio.ServicerContext
     ) -> executor_pb2.GetExecutorInfoResponse:
         self.info_calls += 1
-        return executor_pb2.GetExecutorInfoResponse(info=info_pb(self._engine.snapshot()))
+        return executor_pb2.GetExecutorInfoResponse(info=info_pb(self._engine.snapshot(), self._pair_infos))
 
     @stream
     async def WatchExecutorInfo(
@@ -97,28 +98,45 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         max_interval_s = (request.max_interval_ms or self._max_push_interval_ms) / 1000.0
         while True:
             snap = self._engine.snapshot()
-            yield executor_pb2.WatchExecutorInfoResponse(info=info_pb(snap))
+            yield executor_pb2.WatchExecutorInfoResponse(info=info_pb(snap, self._pair_infos))
             # Coalesce bursts (every admission changes the queue depth) into one push per interval.
             await asyncio.sleep(self._min_push_s)
             await self._engine.wait_changed(snap.version, max_interval_s)
 
 
-def info_pb(snap: ExecutorSnapshot) -> executor_pb2.ExecutorInfo:
+class PairInfos:
+    """Each pair's PairInfo, encoded again only when its quote changes: every push carries every
+    pair's book, up to twenty times a second, while a quote changes about once a second."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[str, tuple[PairQuote, Decimal, executor_pb2.PairInfo]] = {}
+
+    def get(self, pair: str, quote: PairQuote, withdrawal_fee: Decimal) -> executor_pb2.PairInfo:
+        hit = self._encoded.get(pair)
+        if hit is not None and hit[0] is quote and hit[1] == withdrawal_fee:
+            return hit[2]
+        encoded = executor_pb2.PairInfo(
+            pair=pair,
+            best_bid=fmt(quote.best_bid),
+            best_ask=fmt(quote.best_ask),
+            bid_liquidity_usd=fmt(quote.bid_liquidity_usd),
+            ask_liquidity_usd=fmt(quote.ask_liquidity_usd),
+            bids=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in quote.bids],
+            asks=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in quote.asks],
+            withdrawal_fee=fmt(withdrawal_fee),
+        )
+        self._encoded[pair] = (quote, withdrawal_fee, encoded)
+        return encoded
+
+
+def info_pb(snap: ExecutorSnapshot, pair_infos: PairInfos | None = None) -> executor_pb2.ExecutorInfo:
+    encoder = pair_infos or PairInfos()
     return executor_pb2.ExecutorInfo(
         broker=snap.broker,
         maker_fee=fmt(snap.fees.maker),
         taker_fee=fmt(snap.fees.taker),
         pairs=[
-            executor_pb2.PairInfo(
-                pair=pair,
-                best_bid=fmt(q.best_bid),
-                best_ask=fmt(q.best_ask),
-                bid_liquidity_usd=fmt(q.bid_liquidity_usd),
-                ask_liquidity_usd=fmt(q.ask_liquidity_usd),
-                bids=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in q.bids],
-                asks=[common_pb2.BookLevel(price=fmt(lvl.price), quantity=fmt(lvl.quantity)) for lvl in q.asks],
-                withdrawal_fee=fmt(snap.withdrawal_fees.get(pair, Decimal(0))),
-            )
+            encoder.get(pair, q, snap.withdrawal_fees.get(pair, Decimal(0)))
             for pair, q in sorted(snap.pairs.items())
         ],
         queue_depth=snap.queue_depth,

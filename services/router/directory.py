@@ -33,6 +33,58 @@ log = logging.getLogger(__name__)
 EXECUTOR_SERVICE = "nija.executor.v1.ExecutorService"
 
 
+def _levels(levels: Sequence[common_pb2.BookLevel]) -> BookSide:
+    return tuple((Decimal(lvl.price), Decimal(lvl.quantity)) for lvl in levels)
+
+
+def pair_liquidity(p: executor_pb2.PairInfo) -> PairLiquidity:
+    return PairLiquidity(
+        bid_usd=Decimal(p.bid_liquidity_usd or "0"),
+        ask_usd=Decimal(p.ask_liquidity_usd or "0"),
+        bids=_levels(p.bids),
+        asks=_levels(p.asks),
+        withdrawal_fee=Decimal(p.withdrawal_fee or "0"),
+    )
+
+
+class PairCache:
+    """Each pair's parsed liquidity, parsed again only when its encoding changes: an executor
+    pushes every pair's book on every change of its queue, while a book changes about once a
+    second."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[bytes, PairLiquidity]] = {}
+
+    def __call__(self, p: executor_pb2.PairInfo) -> PairLiquidity:
+        encoded = p.SerializeToString()
+        hit = self._parsed.get(p.pair)
+        if hit is not None and hit[0] == encoded:
+            return hit[1]
+        parsed = pair_liquidity(p)
+        self._parsed[p.pair] = (encoded, parsed)
+        return parsed
+
+
+def snapshot_from_info(
+    broker: str,
+    info: executor_pb2.ExecutorInfo,
+    healthy: bool,
+    parse_pair: Callable[[executor_pb2.PairInfo], PairLiquidity] = pair_liquidity,
+) -> BrokerSnapshot:
+    return BrokerSnapshot(
+        broker=broker,
+        healthy=healthy and info.breaker_state != common_pb2.BREAKER_STATE_OPEN,
+        maker_fee=Decimal(info.maker_fee or "0"),
+        taker_fee=Decimal(info.taker_fee or "0"),
+        avg_latency_ms=info.avg_latency_ms,
+        success_rate=info.success_rate,
+        queue_depth=info.queue_depth,
+        max_queue=info.max_queue_size,
+        requires_api_keys=info.requires_api_keys,
+        pairs={p.pair: parse_pair(p) for p in info.pairs},
+    )
+
+
 @dataclasses.dataclass
 class _Entry:
     broker: str
@@ -45,34 +97,7 @@ class _Entry:
     serving: bool = False
     seen_at: float = 0.0
     snapshot: BrokerSnapshot | None = None
-
-
-def _levels(levels: Sequence[common_pb2.BookLevel]) -> BookSide:
-    return tuple((Decimal(lvl.price), Decimal(lvl.quantity)) for lvl in levels)
-
-
-def snapshot_from_info(broker: str, info: executor_pb2.ExecutorInfo, healthy: bool) -> BrokerSnapshot:
-    return BrokerSnapshot(
-        broker=broker,
-        healthy=healthy and info.breaker_state != common_pb2.BREAKER_STATE_OPEN,
-        maker_fee=Decimal(info.maker_fee or "0"),
-        taker_fee=Decimal(info.taker_fee or "0"),
-        avg_latency_ms=info.avg_latency_ms,
-        success_rate=info.success_rate,
-        queue_depth=info.queue_depth,
-        max_queue=info.max_queue_size,
-        requires_api_keys=info.requires_api_keys,
-        pairs={
-            p.pair: PairLiquidity(
-                bid_usd=Decimal(p.bid_liquidity_usd or "0"),
-                ask_usd=Decimal(p.ask_liquidity_usd or "0"),
-                bids=_levels(p.bids),
-                asks=_levels(p.asks),
-                withdrawal_fee=Decimal(p.withdrawal_fee or "0"),
-            )
-            for p in info.pairs
-        },
-    )
+    pairs: PairCache = dataclasses.field(default_factory=PairCache)
 
 
 class ExecutorDirectory:
@@ -201,6 +226,6 @@ class ExecutorDirectory:
             healthy = entry.serving and entry.info_live and now - entry.seen_at <= self._stale_after_s
             snap = entry.snapshot
             if snap is None or snap.healthy != healthy:
-                snap = entry.snapshot = snapshot_from_info(broker, entry.info, healthy)
+                snap = entry.snapshot = snapshot_from_info(broker, entry.info, healthy, entry.pairs)
             out[broker] = snap
         return out

@@ -7,7 +7,6 @@ import asyncio
 import grpc
 
 from services.runtime import tracing
-from services.runtime.auth import token_interceptors
 from services.runtime.config import ConfigError
 from services.runtime.security import Security, channel_credentials, target_is_local
 
@@ -32,19 +31,71 @@ def open_channel(target: str, security: Security | None = None) -> grpc.aio.Chan
     cross the network in the clear.
     """
     # The trace context rides on every call when tracing is on.
-    traced = tracing.client_interceptors()
+    interceptors = tracing.client_interceptors() or None
     if security is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=traced or None)
-    interceptors = [*traced, *(token_interceptors(security.token) if security.token else ())] or None
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
     credentials = channel_credentials(security)
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    if not security.allow_plaintext_remote and not target_is_local(target):
+        channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    elif not security.allow_plaintext_remote and not target_is_local(target):
         raise ConfigError(
             f"plaintext channel to non-loopback {target}: configure TLS (NIJA_TLS_CA) "
             "or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
         )
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    else:
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return _BearerChannel(channel, security.token) if security.token else channel
+
+
+class _BearerChannel:
+    """A channel that sends `authorization: Bearer <token>` on every call unless the caller set
+    an `authorization` of its own.
+
+    The header is added to each call's metadata rather than by a client interceptor: grpc.aio
+    runs every intercepted call through an extra task, a cost paid on every hop of every trade.
+    Not call credentials either: gRPC refuses those on plaintext channels, and loopback channels
+    are plaintext.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._channel = channel
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __getattr__(self, name: str):  # close, channel_ready, get_state, ...
+        return getattr(self._channel, name)
+
+    async def __aenter__(self) -> _BearerChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close()
+
+    def unary_unary(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _WithBearer(self._channel.unary_unary(*args, **kwargs), self._header)
+
+    def unary_stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _WithBearer(self._channel.unary_stream(*args, **kwargs), self._header)
+
+    def stream_unary(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _WithBearer(self._channel.stream_unary(*args, **kwargs), self._header)
+
+    def stream_stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _WithBearer(self._channel.stream_stream(*args, **kwargs), self._header)
+
+
+class _WithBearer:
+    __slots__ = ("_callable", "_header")
+
+    def __init__(self, multicallable, header: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+        self._callable = multicallable
+        self._header = header
+
+    def __call__(self, request=None, *, metadata=None, **kwargs):  # type: ignore[no-untyped-def]
+        if metadata is None:
+            metadata = (self._header,)
+        elif not any(key == "authorization" for key, _ in metadata):
+            metadata = (*tuple(metadata), self._header)
+        return self._callable(request, metadata=metadata, **kwargs)
 
 
 def bounded(default_s: float, remaining_s: float | None) -> float:
