@@ -23,6 +23,12 @@ from prometheus_client import (
 
 log = logging.getLogger(__name__)
 
+# ---- every service ----
+RPC_CALLS = Counter(
+    "nija_rpc_calls_total", "gRPC calls this server was asked to handle, by method (health and reflection "
+    "included; an unknown method is counted as 'unknown')", ["method"],
+)
+
 # ---- router ----
 TRADES_ROUTED = Counter("nija_trades_routed_total", "Signals routed to a broker (each attempt)", ["broker", "pair"])
 ROUTING_LATENCY = Histogram(
@@ -58,6 +64,7 @@ WEBHOOK_FANOUT = Histogram(
 
 #: The metric names as a dashboard queries them (histograms add _bucket, _sum, _count).
 EXPORTED = (
+    "nija_rpc_calls_total",
     "nija_trades_routed_total", "nija_routing_latency_seconds", "nija_failovers_total",
     "nija_reservation_denials_total", "nija_executions_total", "nija_executions_success_total",
     "nija_executor_queue_depth", "nija_breaker_state", "nija_rate_limit_waits_total",

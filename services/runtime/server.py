@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import ConfigError
 from services.runtime import tracing
-from services.runtime.metrics import MetricsServer
+from services.runtime.metrics import RPC_CALLS, MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,15 @@ class Health:
             await self._servicer.set(name, status)
 
 
+class _CountCalls(grpc.aio.ServerInterceptor):
+    """nija_rpc_calls_total by method: what a trade costs in calls, per service (`nija bench`)."""
+
+    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = await continuation(details)
+        RPC_CALLS.labels(details.method if handler is not None else "unknown").inc()
+        return handler
+
+
 class RunningServer:
     """A started server; `port` is the bound port. Used directly by tests."""
 
@@ -102,8 +111,10 @@ class RunningServer:
                 f"plaintext listen on non-loopback {listen.host}: configure TLS (NIJA_TLS_CERT, "
                 "NIJA_TLS_KEY) or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
             )
-        # Tracing first (a refused call is still a span), then the app's own (its AuthInterceptor).
+        # Counted first; then tracing (a refused call is still a span), then the app's own (its
+        # AuthInterceptor).
         interceptors = (
+            _CountCalls(),
             *tracing.server_interceptors(only_continued=getattr(app, "traces_only_continued", False)),
             *(getattr(app, "interceptors", None) or ()),
         )

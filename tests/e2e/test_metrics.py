@@ -91,6 +91,11 @@ def test_every_service_serves_probes_and_metrics_that_match_the_ledger(mesh: UpM
     assert _total(router, "nija_trades_routed_total") == routed == SIGNALS
     assert _total(router, "nija_routing_latency_seconds_count") == SIGNALS
     assert _total(router, "nija_reservation_denials_total", reason="USER_DISABLED") == 1
+    # Every call a server handles is counted by method (what a trade costs in calls, `nija bench`).
+    assert _total(router, "nija_rpc_calls_total", method="/nija.router.v1.RouterService/SubmitSignal") == SIGNALS + 1
+    permission = _samples(metrics["permission"]["metrics"])
+    assert _total(permission, "nija_rpc_calls_total", method="/nija.permission.v1.PermissionService/ReserveTrade") \
+        == SIGNALS + 1
 
     for broker in ("binance", "coinbase", "kraken", "alpaca"):
         executor = _samples(metrics[f"executor-{broker}"]["metrics"])
