@@ -9,7 +9,8 @@
 
 `submit` streams a signal's updates (re-attaching if the stream breaks), `place_order_async` waits
 for the outcome, `cancel` and `quote` ask the router, `watch` follows the ledger and `positions`
-the permission service. Money is `Decimal` (strings on the wire, never floats); refusals raise
+the permission service; `submit_many` sends many signals over one stream. Money is `Decimal`
+(strings on the wire, never floats); refusals raise
 `NijaError` with the gRPC status code and the ErrorInfo reason.
 """
 
@@ -25,6 +26,7 @@ from services.client.models import (
     Positions,
     Quote,
     Route,
+    SignalRefusal,
     TradeResult,
     Update,
 )
@@ -34,6 +36,6 @@ from services.domain.states import Status
 
 __all__ = [
     "BrokerQuote", "Fill", "Leg", "NijaClient", "NijaError", "Position", "Positions", "Quote", "Route",
-    "Side", "SignalType", "Status", "TradeResult", "Update", "client_environ", "client_security",
+    "Side", "SignalRefusal", "SignalType", "Status", "TradeResult", "Update", "client_environ", "client_security",
     "client_token", "describe", "make_signal", "new_signal_id", "stream_trade",
 ]

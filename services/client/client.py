@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.client.config import TARGET_VARIABLES, client_security, client_target
 from services.client.errors import NijaError, from_rpc_error
-from services.client.models import Positions, Quote, TradeResult, Update
+from services.client.models import Positions, Quote, SignalRefusal, TradeResult, Update
 from services.client.signals import Amount, make_signal
 from services.domain.signal import Side, SignalType
 from services.runtime.channels import open_channel
@@ -162,6 +162,36 @@ class NijaClient:
             await self._sleep(min(backoff, max(0.0, deadline - self._clock())))
             backoff = min(backoff * 2, REATTACH_BACKOFF_S[1])
 
+    async def submit_many(
+        self,
+        signals: Iterable[common_pb2.TradeSignal] | AsyncIterable[common_pb2.TradeSignal],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Update | SignalRefusal]:
+        """Many signals over one stream, for a strategy sending more than a few at a time: every
+        signal's updates as the mesh persists them (each signal's in order, the signals
+        interleaved), and a `SignalRefusal` for each one the mesh refused while the others go
+        on. Ends once every signal sent has its terminal update or refusal. The router takes a
+        bounded number in flight per stream; one more is refused (STREAM_IN_FLIGHT_LIMIT).
+
+        `signals` may be an async iterable that produces signals as the strategy makes them. A
+        stream that breaks raises `NijaError`; the orders go on, and `submit` with the same
+        signal id and the last sequence seen re-attaches to one."""
+        stub = router_pb2_grpc.RouterServiceStub(self._channel("router"))
+        call = stub.SubmitSignals(
+            _requests(signals), timeout=_positive(self.stream_timeout if timeout is None else timeout, "timeout")
+        )
+        try:
+            async for response in call:
+                if response.HasField("refusal"):
+                    yield SignalRefusal.from_pb(response.refusal)
+                else:
+                    yield Update.from_pb(response.update)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a caller that stopped listening: the orders go on without it
+
     async def submit_and_wait(
         self,
         signal: common_pb2.TradeSignal,
@@ -287,6 +317,17 @@ class NijaClient:
         if remaining <= 0:
             raise NijaError(grpc.StatusCode.DEADLINE_EXCEEDED, "", f"deadline exceeded {what}")
         return remaining
+
+
+async def _requests(
+    signals: Iterable[common_pb2.TradeSignal] | AsyncIterable[common_pb2.TradeSignal],
+) -> AsyncIterator[router_pb2.SubmitSignalsRequest]:
+    if isinstance(signals, AsyncIterable):
+        async for signal in signals:
+            yield router_pb2.SubmitSignalsRequest(signal=signal)
+    else:
+        for signal in signals:
+            yield router_pb2.SubmitSignalsRequest(signal=signal)
 
 
 def _positive(value: float, name: str) -> float:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import grpc
 from google.protobuf import timestamp_pb2
 from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2
@@ -24,6 +25,7 @@ ZERO = Decimal(0)
 
 _LIQUIDITY = {common_pb2.LIQUIDITY_MAKER: "maker", common_pb2.LIQUIDITY_TAKER: "taker"}
 _POLICY = {common_pb2.ROUTING_POLICY_SCORE: "score", common_pb2.ROUTING_POLICY_COST: "cost"}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _money(text: str) -> Decimal:
@@ -141,6 +143,27 @@ class Update:
             venue_order_id=pb.venue_order_id, time=_time(pb.time, pb.HasField("time")),
             route=Route.from_pb(pb.route) if pb.HasField("route") else None,
             parent_signal_id=pb.parent_signal_id,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalRefusal:
+    """A signal refused on a many-signal stream (`NijaClient.submit_many`), while the others go
+    on: what `NijaError` would have said had it been submitted alone. Nothing was placed for it,
+    unless it was refused after some updates (its stream broke: re-attach by signal id)."""
+
+    signal_id: str
+    user_id: str
+    code: grpc.StatusCode
+    #: The ErrorInfo reason, e.g. SIGNAL_ID_REUSED, STREAM_IN_FLIGHT_LIMIT.
+    reason: str
+    message: str
+
+    @classmethod
+    def from_pb(cls, pb: router_pb2.SignalRefusal) -> SignalRefusal:
+        return cls(
+            signal_id=pb.signal_id, user_id=pb.user_id, code=_CODES.get(pb.refusal.code, grpc.StatusCode.UNKNOWN),
+            reason=pb.refusal.reason, message=pb.refusal.message,
         )
 
 

@@ -34,6 +34,9 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/CancelSignal": user_scoped(lambda r: r.user_id),
     # A strategy for itself (the servicer holds it to its own strategy_id), or an admin.
     f"/{SERVICE_NAME}/SubmitStrategySignal": Rule(frozenset({PrincipalKind.STRATEGY, PrincipalKind.ADMIN})),
+    # SubmitSignal's callers; a request stream cannot be user-scoped, so the servicer checks
+    # each signal's user as the interceptor checks SubmitSignal's.
+    f"/{SERVICE_NAME}/SubmitSignals": Rule(frozenset({PrincipalKind.USER, PrincipalKind.STRATEGY, PrincipalKind.ADMIN})),
 }
 
 _DEFAULT_EXECUTORS = ",".join(f"{b}=127.0.0.1:{DEFAULT_PORTS['executor-' + b]}" for b in BROKERS)
@@ -64,6 +67,8 @@ class Config:
     seed: int | None = None
     # A strategy signal's children started at once (each is a full order: reservation, stream).
     fanout_concurrency: int = 64
+    # Signals one SubmitSignals stream may have in flight; one more is refused (STREAM_IN_FLIGHT_LIMIT).
+    max_stream_in_flight: int = 1000
 
     def executors(self) -> dict[str, str]:
         out = {}
@@ -82,6 +87,8 @@ class Config:
             raise ConfigError("max_attempts must be at least 1")
         if self.fanout_concurrency < 1:
             raise ConfigError("fanout_concurrency must be at least 1")
+        if self.max_stream_in_flight < 1:
+            raise ConfigError("max_stream_in_flight must be at least 1")
 
     def routing(self) -> RoutingConfig:
         return RoutingConfig(
@@ -116,7 +123,9 @@ class RouterApp:
         self.fanout = FanOut(self.engine, self.permission, self.ledger, config.fanout_concurrency)
 
     def register(self, server: grpc.aio.Server) -> None:
-        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(self.engine, self.fanout), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(
+            RouterServicer(self.engine, self.fanout, self.config.max_stream_in_flight), server
+        )
 
     async def start(self, health: Health) -> None:
         log.info("router config", extra={"config": dataclasses.asdict(self.config)})

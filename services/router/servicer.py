@@ -6,21 +6,26 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
+from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.domain.money import fmt
 from services.domain.routing import BrokerQuote
 from services.router.engine import POLICY_TO_PB, RouterEngine, route_pb
 from services.router.fanout import FanOut
-from services.runtime.auth import PrincipalKind, current_principal
+from services.router.multiplex import multiplex
+from services.runtime.auth import PrincipalKind, current_principal, refuse_acting_for
 from services.runtime.errors import ServiceError, invalid, stream, unary
 from services.runtime.wire import order_key
 
+_SUBMIT_SIGNALS = "/nija.router.v1.RouterService/SubmitSignals"
+
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, engine: RouterEngine, fanout: FanOut | None = None) -> None:
+    def __init__(self, engine: RouterEngine, fanout: FanOut | None = None, max_stream_in_flight: int = 1000) -> None:
         self._engine = engine
         self._fanout = fanout
+        self._max_stream_in_flight = max_stream_in_flight
 
     @stream
     async def SubmitStrategySignal(
@@ -47,6 +52,21 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise invalid("MISSING_SIGNAL", "signal is required", field="signal")
         async for update in self._engine.submit(request.signal, context.time_remaining(), request.after_sequence):
             yield router_pb2.SubmitSignalResponse(update=update)
+
+    async def SubmitSignals(
+        self, request_iterator: AsyncIterator[router_pb2.SubmitSignalsRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.SubmitSignalsResponse]:
+        # The interceptor admitted the caller but cannot see a request stream's users: each
+        # signal's is checked here, as the interceptor checks SubmitSignal's.
+        caller = current_principal()
+
+        def admit(signal: common_pb2.TradeSignal) -> ServiceError | None:
+            return refuse_acting_for(_SUBMIT_SIGNALS, caller, signal.user_id) if caller is not None else None
+
+        async for response in multiplex(
+            request_iterator, self._engine.submit, admit, context.time_remaining, self._max_stream_in_flight
+        ):
+            yield response
 
     @unary
     async def CancelSignal(

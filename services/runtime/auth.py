@@ -229,11 +229,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await _refuse(context, method, principal, grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED",
                           f"{principal} may not call {method}")
         if rule.user_of is not None:
-            user_id = rule.user_of(request) if request is not None else None
-            if user_id is None or not principal.may_act_for(user_id):
-                await _refuse(context, method, principal, grpc.StatusCode.PERMISSION_DENIED,
-                              "ACTING_FOR_ANOTHER_USER", f"{principal} may not act for user {user_id!r}")
+            denied = refuse_acting_for(method, principal, rule.user_of(request) if request is not None else None)
+            if denied is not None:
+                await context.abort_with_status(to_status(denied))
         return principal
+
+
+def refuse_acting_for(method: str, principal: Principal, user_id: str | None) -> ServiceError | None:
+    """None when `principal` may act for `user_id`; otherwise the refusal, logged as a security
+    event. The interceptor aborts the call with it; a request stream, whose messages it cannot
+    see, refuses just the one message (RouterService/SubmitSignals)."""
+    if user_id is not None and principal.may_act_for(user_id):
+        return None
+    return _logged_refusal(method, principal, grpc.StatusCode.PERMISSION_DENIED, "ACTING_FOR_ANOTHER_USER",
+                            f"{principal} may not act for user {user_id!r}")
+
+
+def _logged_refusal(
+    method: str, principal: Principal | None, code: grpc.StatusCode, reason: str, message: str, **log_fields: str
+) -> ServiceError:
+    """Log a refusal once on the security logger; the error to refuse with."""
+    security_log.warning(
+        "rpc refused: %s", message,
+        extra={"method": method, "principal": str(principal or ""), "reason": reason, **log_fields},
+    )
+    return ServiceError(code, reason, message)
 
 
 async def _refuse(
@@ -246,11 +266,7 @@ async def _refuse(
     **log_fields: str,
 ) -> NoReturn:
     """Log the security event and abort the call (abort raises; this never returns)."""
-    security_log.warning(
-        "rpc refused: %s", message,
-        extra={"method": method, "principal": str(principal or ""), "reason": reason, **log_fields},
-    )
-    await context.abort_with_status(to_status(ServiceError(code, reason, message)))
+    await context.abort_with_status(to_status(_logged_refusal(method, principal, code, reason, message, **log_fields)))
     raise AssertionError("unreachable")  # abort_with_status raises
 
 
