@@ -43,6 +43,7 @@ ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/ReserveTrade": services_only("router"),
     f"/{SERVICE_NAME}/ReleaseReservation": services_only("router"),
     f"/{SERVICE_NAME}/ApplyExecution": services_only("aggregator"),
+    f"/{SERVICE_NAME}/ApplyExecutions": services_only("aggregator"),
     f"/{SERVICE_NAME}/GetUserPermissions": user_scoped(lambda r: r.user_id, services=_SERVICES),
     f"/{SERVICE_NAME}/GetPositions": user_scoped(lambda r: r.user_id, services=_SERVICES),
     f"/{SERVICE_NAME}/Authenticate": services_only(*_SERVICES),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from nija.common.v1 import common_pb2
@@ -71,6 +71,17 @@ class PermissionClient:
     async def apply_execution(self, update: common_pb2.ExecutionUpdate, time_remaining: float | None = None) -> int:
         request = permission_pb2.ApplyExecutionRequest(update=update, broker=update.broker)
         response = await self._call(self._stub.ApplyExecution, request, time_remaining)
+        return response.new_fills
+
+    async def apply_executions(
+        self, updates: Sequence[common_pb2.ExecutionUpdate], time_remaining: float | None = None
+    ) -> int:
+        """The updates in one call, applied in order in one transaction (all or nothing): the fills
+        applied now. A refused update refuses them all; its index is in the error's message."""
+        request = permission_pb2.ApplyExecutionsRequest(
+            executions=[permission_pb2.ApplyExecutionRequest(update=u, broker=u.broker) for u in updates]
+        )
+        response = await self._call(self._stub.ApplyExecutions, request, time_remaining)
         return response.new_fills
 
     async def subscriptions(self, strategy_id: str, time_remaining: float | None = None) -> list[Subscription]:

@@ -5,6 +5,8 @@ The database is a SQLite file (the embedded default) or PostgreSQL (a postgresql
 services.permission.db. All database work runs on one dedicated thread (a single-worker executor
 that owns the connection), so the event loop never blocks on disk or network. Nothing is cached:
 every call reads the database, so what another process (another replica) wrote is seen at once.
+(A user's row is parsed once per distinct content, and reserve reads the user's open reservations
+as sums kept in the database itself, see OPEN_TOTALS_TABLE: neither can go stale.)
 
 Each public method is one transaction. This file only reads and writes; what is allowed and what a
 fill does are decided by the pure modules (checks, risk, positions), called inside the transaction
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,7 @@ from services.permission.risk import (
     Bucket,
     Exposure,
     OpenReservation,
+    OpenTotals,
     check_risk,
     rate_limited,
     take,
@@ -229,6 +233,46 @@ ALLOCATION_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Version 4 keeps each user's open reservations summed (risk.OpenTotals) in one row, so that a
+#: reserve reads one row however many of them are open. Every writer of reservations in this
+#: release keeps the sums in the same transaction. `changes` counts every change to a user's
+#: reservations rows and is kept by triggers, whoever writes: sums stored at another count than
+#: the current one were not kept by that writer (the previous release during a rolling deploy, an
+#: operator's SQL) and are summed again from the rows.
+OPEN_TOTALS_TABLE = """
+CREATE TABLE open_totals (
+    user_id   TEXT PRIMARY KEY,
+    changes   INTEGER NOT NULL DEFAULT 0,  -- reservations rows of the user changed (by the triggers)
+    totals    TEXT,                        -- JSON [[pair, side, remaining_usd, count], ...]
+    totals_at INTEGER                      -- the `changes` the totals are right at
+)
+"""
+#: The columns the sums depend on (a change of `confirmed` alone changes no sum).
+_SUMMED_COLUMNS = "status, reserved_usd, filled_usd, pair, side"
+_SQLITE_TRIGGER = """
+CREATE TRIGGER reservations_{name} AFTER {event} ON reservations BEGIN
+    INSERT OR IGNORE INTO open_totals (user_id) VALUES ({row}.user_id);
+    UPDATE open_totals SET changes = changes + 1 WHERE user_id = {row}.user_id;
+END
+"""
+_POSTGRES_TRIGGER = (
+    """
+    CREATE FUNCTION reservations_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        changed_user TEXT;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed_user := OLD.user_id; ELSE changed_user := NEW.user_id; END IF;
+        INSERT INTO open_totals (user_id, changes) VALUES (changed_user, 1)
+            ON CONFLICT (user_id) DO UPDATE SET changes = open_totals.changes + 1;
+        RETURN NULL;
+    END
+    $$""",
+    f"""
+    CREATE TRIGGER reservations_changed AFTER INSERT OR DELETE OR UPDATE OF {_SUMMED_COLUMNS}
+        ON reservations FOR EACH ROW EXECUTE FUNCTION reservations_changed()""",
+)
+
+
 def _v1_users(db: Database) -> None:
     db.execute(USERS_TABLE)
     present = set(db.columns("users"))
@@ -251,6 +295,26 @@ def _v3_allocations(db: Database) -> None:
     db.execute("CREATE INDEX subscriptions_by_user ON subscriptions (user_id, strategy_id)")
 
 
+def _v4_open_totals(db: Database) -> None:
+    db.execute(OPEN_TOTALS_TABLE)
+    if db.dialect == "sqlite":
+        for name, event, row in (
+            ("inserted", "INSERT", "NEW"),
+            ("updated", f"UPDATE OF {_SUMMED_COLUMNS}", "NEW"),
+            ("deleted", "DELETE", "OLD"),
+        ):
+            db.execute(_SQLITE_TRIGGER.format(name=name, event=event, row=row))
+    else:
+        for statement in _POSTGRES_TRIGGER:
+            db.execute(statement)
+    # Orphans (open, never confirmed) are looked for on every reserve: found without reading the
+    # user's other open reservations.
+    db.execute(
+        "CREATE INDEX reservations_unconfirmed ON reservations (user_id, created_at) "
+        "WHERE status = 'open' AND confirmed = 0"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users with routing preferences", _v1_users),
     Migration(
@@ -260,6 +324,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v2_risk,
     ),
     Migration(3, "subscription allocations", _v3_allocations),
+    Migration(4, "open reservations summed per user", _v4_open_totals),
 )
 
 _USER_FIELDS = (
@@ -393,6 +458,11 @@ class UserStore:
         """Apply the fills not applied before (by fill_key), exactly once, to the position, today's
         figures and the reservation; a terminal event closes the reservation."""
         return await self._tx(self._apply_execution, event)
+
+    async def apply_executions(self, events: Sequence[ExecutionEvent]) -> list[AppliedExecution]:
+        """apply_execution for each event, in order, in one transaction: all or nothing. A fill
+        that appears twice (in the batch, or applied before) is applied once."""
+        return await self._tx(self._apply_executions, list(events))
 
     async def positions(self, user_id: str) -> list[Position]:
         """Every pair the user ever traded (flat ones too: they carry the realized pnl), by pair."""
@@ -590,17 +660,29 @@ class UserStore:
             return Reservation(
                 allowed_decision(permissions), replayed=True, api_key_brokers=_api_key_brokers(db, user_id)
             )
+        totals, kept = _open_totals(db, user_id)  # before any change to the user's reservations below
         if reserved is not None:
             # Given back without trading (released by the router, or expired as an orphan):
             # checked again like a new one, or a resubmission would trade outside every limit.
             db.execute("DELETE FROM reservations WHERE user_id = ? AND signal_id = ?", (user_id, request.signal_id))
         # Orphans stop counting: reserved, then never reported by the ledger.
-        db.execute(
-            "UPDATE reservations SET status = 'expired', closed_at = ? "
-            "WHERE user_id = ? AND status = 'open' AND confirmed = 0 AND created_at < ?",
-            (now.isoformat(), user_id, (now - self._unconfirmed_ttl).isoformat()),
-        )
+        expired = _expire_orphans(db, user_id, now, now - self._unconfirmed_ttl)
+        for pair, side, remaining in expired:
+            totals = totals.plus(pair, side, -remaining, -1)
+        reservation = self._decide(db, request, permissions, kill_on, kill_reason, totals, now)
+        if reservation.decision.allowed:
+            totals = totals.plus(request.pair, request.side, request.size_usd)
+        if reservation.decision.allowed or expired or reserved is not None or not kept:
+            _save_open_totals(db, user_id, totals)
+        return reservation
 
+    def _decide(
+        self, db: Database, request: TradeRequest, permissions: UserPermissions, kill_on: int, kill_reason: str,
+        totals: OpenTotals, now: datetime,
+    ) -> Reservation:
+        """The checks in order (see reserve); when all pass, the rate token and the reservation are
+        written."""
+        user_id = request.user_id
         global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
         switches = KillSwitches(bool(global_on), global_reason, {user_id: kill_reason} if kill_on else {})
         killed = kill_switch_denial(switches, user_id)
@@ -614,7 +696,8 @@ class UserStore:
         if not allowed:
             return Reservation(rate_limited(user_id, limits))
         day = _day(now)
-        denial = check_risk(limits, _exposure(db, user_id, day), request.pair, request.side, request.size_usd)
+        exposure = _exposure(db, user_id, day, totals)
+        denial = check_risk(limits, exposure, request.pair, request.side, request.size_usd)
         if denial is not None:
             return Reservation(denial)
 
@@ -641,12 +724,24 @@ class UserStore:
 
     def _release(self, db: Database, user_id: str, signal_id: str) -> bool:
         db.lock_user(user_id)
-        changed = db.execute(
+        totals, _ = _open_totals(db, user_id)
+        held = _open_part(db, user_id, signal_id)
+        if held is None:
+            return False  # nothing open to release (unknown, or over already)
+        db.execute(
             "UPDATE reservations SET status = 'released', closed_at = ? "
             "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
             (self._clock().isoformat(), user_id, signal_id),
         )
-        return changed > 0
+        _save_open_totals(db, user_id, totals.plus(held[0], held[1], -held[2], -1))
+        return True
+
+    def _apply_executions(self, db: Database, events: list[ExecutionEvent]) -> list[AppliedExecution]:
+        # Every user's lock up front, in one order: two batches over the same users cannot
+        # deadlock on PostgreSQL (each event takes its user's lock again, which it already holds).
+        for user_id in sorted({event.user_id for event in events}):
+            db.lock_user(user_id)
+        return [self._apply_execution(db, event) for event in events]
 
     def _apply_execution(self, db: Database, event: ExecutionEvent) -> AppliedExecution:
         now = self._clock()
@@ -674,16 +769,26 @@ class UserStore:
             "UPDATE reservations SET confirmed = 1 WHERE user_id = ? AND signal_id = ? AND confirmed = 0",
             (user_id, event.reservation_id),
         )
-        if new_fills:
-            _save_position(db, user_id, position, now)
-            _add_to_day(db, user_id, _day(now), traded, realized, fees)
-            _add_to_reservation(db, user_id, event.reservation_id, traded)
-        if event.terminal:
-            db.execute(
-                "UPDATE reservations SET status = 'done', closed_at = ? "
-                "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
-                (now.isoformat(), user_id, event.reservation_id),
-            )
+        if new_fills or event.terminal:
+            # What the reservation counts for in the user's open totals, before and after.
+            totals, _ = _open_totals(db, user_id)
+            before = _open_part(db, user_id, event.reservation_id)
+            if new_fills:
+                _save_position(db, user_id, position, now)
+                _add_to_day(db, user_id, _day(now), traded, realized, fees)
+                _add_to_reservation(db, user_id, event.reservation_id, traded)
+            if event.terminal:
+                db.execute(
+                    "UPDATE reservations SET status = 'done', closed_at = ? "
+                    "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
+                    (now.isoformat(), user_id, event.reservation_id),
+                )
+            after = _open_part(db, user_id, event.reservation_id)
+            if before is not None:
+                totals = totals.plus(before[0], before[1], -before[2], -1)
+            if after is not None:
+                totals = totals.plus(*after)
+            _save_open_totals(db, user_id, totals)
         return AppliedExecution(new_fills=new_fills, position=position, realized_pnl=realized)
 
     def _set_subscription(
@@ -811,7 +916,63 @@ def _open_reservations(db: Database, user_id: str) -> list[OpenReservation]:
     ]
 
 
-def _exposure(db: Database, user_id: str, day: str) -> Exposure:
+def _open_part(db: Database, user_id: str, signal_id: str) -> tuple[str, Side, Decimal] | None:
+    """What one reservation counts for in the user's open totals: (pair, side, remaining USD),
+    or None when it is not open."""
+    row = db.one(
+        "SELECT signal_id, pair, side, reserved_usd, filled_usd FROM reservations "
+        "WHERE user_id = ? AND signal_id = ? AND status = 'open'",
+        (user_id, signal_id),
+    )
+    return None if row is None else _part(*row)
+
+
+def _part(signal_id: str, pair: str, side: str, reserved: str, filled: str) -> tuple[str, Side, Decimal]:
+    """An open reservation's row as its part of the open totals: (pair, side, unfilled rest)."""
+    held = OpenReservation(signal_id, pair, Side(side), Decimal(reserved), Decimal(filled))
+    return held.pair, held.side, held.remaining_usd
+
+
+def _open_totals(db: Database, user_id: str) -> tuple[OpenTotals, bool]:
+    """The user's open reservations summed, and True when those are the kept sums (see
+    OPEN_TOTALS_TABLE); False when they were not right and were summed from the rows, O(open).
+    Read before the transaction changes any of the user's reservations, then changed along with
+    them and saved (_save_open_totals)."""
+    row = db.one("SELECT changes, totals, totals_at FROM open_totals WHERE user_id = ?", (user_id,))
+    if row is not None and row[1] is not None and row[2] == row[0]:
+        return _totals_from_text(row[1]), True
+    return OpenTotals.of(_open_reservations(db, user_id)), False
+
+
+def _save_open_totals(db: Database, user_id: str, totals: OpenTotals) -> None:
+    """The sums, right as of the user's current `changes` (this transaction holds the user's lock)."""
+    db.execute(
+        "INSERT INTO open_totals (user_id, changes, totals, totals_at) VALUES (?, 0, ?, 0) "
+        "ON CONFLICT (user_id) DO UPDATE SET totals = excluded.totals, totals_at = open_totals.changes",
+        (user_id, _totals_to_text(totals)),
+    )
+
+
+def _expire_orphans(db: Database, user_id: str, now: datetime, cutoff: datetime) -> list[tuple[str, Side, Decimal]]:
+    """Open reservations the ledger never reported, made before `cutoff`, expire: what they
+    counted for in the open totals."""
+    rows = db.query(
+        "SELECT signal_id, pair, side, reserved_usd, filled_usd FROM reservations "
+        "WHERE user_id = ? AND status = 'open' AND confirmed = 0 AND created_at < ?",
+        (user_id, cutoff.isoformat()),
+    )
+    if not rows:
+        return []
+    db.execute(
+        "UPDATE reservations SET status = 'expired', closed_at = ? "
+        "WHERE user_id = ? AND status = 'open' AND confirmed = 0 AND created_at < ?",
+        (now.isoformat(), user_id, cutoff.isoformat()),
+    )
+    return [_part(*row) for row in rows]
+
+
+def _exposure(db: Database, user_id: str, day: str, totals: OpenTotals | None = None) -> Exposure:
+    """`totals`: the open reservations already summed (reserve); None reads them listed."""
     today = db.one(
         "SELECT traded_usd, realized_pnl, fees FROM daily WHERE user_id = ? AND day = ?", (user_id, day)
     )
@@ -819,7 +980,8 @@ def _exposure(db: Database, user_id: str, day: str) -> Exposure:
     return Exposure(
         user_id=user_id,
         positions={p.pair: p for p in _positions(db, user_id)},
-        open_reservations=tuple(_open_reservations(db, user_id)),
+        open_reservations=() if totals is not None else tuple(_open_reservations(db, user_id)),
+        open_totals=totals,
         traded_today_usd=traded,
         realized_today=realized,
         fees_today=fees,
@@ -996,7 +1158,10 @@ def _user_to_row(user: UserPermissions) -> tuple[Any, ...]:
     )
 
 
-def _user_from_row(row: Sequence[Any]) -> UserPermissions:
+@functools.lru_cache(maxsize=4096)
+def _user_from_row(row: tuple[Any, ...]) -> UserPermissions:
+    """Parsed once per distinct row (reserve reads the user's row on every call): keyed by the
+    row's whole content, so any change to the row is a new key, never a stale answer."""
     (
         user_id,
         enabled,
@@ -1065,6 +1230,17 @@ def _allocation_from_row(row: Sequence[Any]) -> Allocation:
 def _position_from_row(row: Sequence[Any]) -> Position:
     pair, quantity, cost_basis, realized, fees = row
     return Position(pair, Decimal(quantity), Decimal(cost_basis), Decimal(realized), Decimal(fees))
+
+
+def _totals_to_text(totals: OpenTotals) -> str:
+    return json.dumps(
+        sorted([pair, side.value, _text(remaining), count] for (pair, side), (remaining, count) in totals.sums.items())
+    )
+
+
+def _totals_from_text(text: str) -> OpenTotals:
+    sums = {(pair, Side(side)): (Decimal(remaining), count) for pair, side, remaining, count in json.loads(text)}
+    return OpenTotals(sums)
 
 
 def _token_from_row(row: Sequence[Any]) -> TokenRecord:

@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from nija.common.v1 import common_pb2 as c
 from nija.permission.v1 import permission_pb2 as pb
 from nija.permission.v1 import permission_pb2_grpc
@@ -77,3 +79,80 @@ async def test_positions_after_partial_fills_sells_and_duplicates_match_the_hand
     assert response.today.traded_usd == "208"  # 50 + 41 + 33 + 84
     assert response.today.fees == "0.207"
     assert response.today.realized_pnl == "5"
+
+
+# ApplyExecutions: the feed's batches (issue 10).
+
+
+def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            (detail,) = status_pb2.Status.FromString(value).details
+            info = error_details_pb2.ErrorInfo()
+            assert detail.Unpack(info)
+            return info
+    raise AssertionError(f"no ErrorInfo on {exc!r}")
+
+
+def _batch(updates: list[c.ExecutionUpdate]) -> pb.ApplyExecutionsRequest:
+    return pb.ApplyExecutionsRequest(executions=[pb.ApplyExecutionRequest(update=u, broker="binance") for u in updates])
+
+
+async def _positions(permission: RunningServer) -> pb.GetPositionsResponse:
+    async with channel_as(permission.target, "alice") as mine:
+        return await permission_pb2_grpc.PermissionServiceStub(mine).GetPositions(pb.GetPositionsRequest(user_id="alice"))
+
+
+async def test_a_batch_applies_every_fill_once_and_a_replayed_batch_applies_none(permission):
+    async with channel_as(permission.target, "aggregator") as feed:
+        stub = permission_pb2_grpc.PermissionServiceStub(feed)
+        # The script's duplicates sit in the same batch: each fill still counts once.
+        assert (await stub.ApplyExecutions(_batch(SCRIPT))).new_fills == 5
+        assert (await stub.ApplyExecutions(_batch(SCRIPT))).new_fills == 0
+    response = await _positions(permission)
+    # The same figures as one ApplyExecution per update (the test above).
+    (position,) = response.positions
+    assert (position.quantity, position.cost_basis, position.realized_pnl, position.fees) == ("-0.2", "-21", "5", "0.207")
+    assert response.today.traded_usd == "208"
+
+
+async def test_a_batch_with_one_malformed_update_is_refused_whole_naming_its_index(permission):
+    bad = c.ExecutionUpdate()
+    bad.CopyFrom(SCRIPT[3])
+    bad.fills[0].price = "-1"
+    batch = [SCRIPT[0], SCRIPT[1], bad, SCRIPT[4]]
+    async with channel_as(permission.target, "aggregator") as feed:
+        stub = permission_pb2_grpc.PermissionServiceStub(feed)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ApplyExecutions(_batch(batch))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("executions[2]: ")
+        info = _error_info(refused.value)
+        assert info.reason == "BAD_FILL.PRICE" and info.metadata["index"] == "2"
+        # Nothing of it was applied: not even the updates before the bad one.
+        assert (await _positions(permission)).positions == []
+        # Without it, the rest goes through, each fill once.
+        assert (await stub.ApplyExecutions(_batch([SCRIPT[0], SCRIPT[1], SCRIPT[4]]))).new_fills == 3
+
+
+@pytest.mark.parametrize(("size", "reason"), [(0, "EMPTY_BATCH"), (1001, "BATCH_TOO_LARGE")])
+async def test_an_empty_or_oversized_batch_is_invalid(permission, size: int, reason: str):
+    updates = [_update(f"x{i}", BUY, FILLED, [(f"tx{i}", "100", "0.001", "0")]) for i in range(size)]
+    async with channel_as(permission.target, "aggregator") as feed:
+        stub = permission_pb2_grpc.PermissionServiceStub(feed)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ApplyExecutions(_batch(updates))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _error_info(refused.value).reason == reason
+        # The largest batch allowed goes through.
+        if size > 1000:
+            assert (await stub.ApplyExecutions(_batch(updates[:1000]))).new_fills == 1000
+
+
+async def test_only_the_aggregator_applies_batches(permission):
+    for who in ("router", "executor-binance", "admin", "alice"):
+        async with channel_as(permission.target, who) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await permission_pb2_grpc.PermissionServiceStub(ch).ApplyExecutions(_batch(SCRIPT[:1]))
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, who
+    assert (await _positions(permission)).positions == []

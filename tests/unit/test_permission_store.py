@@ -84,7 +84,7 @@ async def test_open_creates_parent_dir_and_wal_database(db_path: str):
 async def test_a_fresh_database_gets_every_migration_once(database_url: str, store: UserStore):
     recorded = rows(database_url, "SELECT version, description, applied_at FROM schema_migrations ORDER BY version")
     assert recorded == [(m.version, m.description, T0.isoformat()) for m in MIGRATIONS]
-    assert [v for v, *_ in recorded] == [1, 2, 3]
+    assert [v for v, *_ in recorded] == [1, 2, 3, 4]
     await store.close()
     again = UserStore(database_url, clock=Clock(T0 + timedelta(days=1)))
     await again.open()
@@ -93,6 +93,7 @@ async def test_a_fresh_database_gets_every_migration_once(database_url: str, sto
         (1, T0.isoformat()),
         (2, T0.isoformat()),
         (3, T0.isoformat()),
+        (4, T0.isoformat()),
     ]
     db = open_database(database_url)
     try:
@@ -114,7 +115,7 @@ async def test_stores_opening_one_new_database_together_all_succeed(database_url
     finally:
         for s in stores:
             await s.close()
-    assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
+    assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,), (4,)]
 
 
 async def test_a_failed_migration_leaves_nothing_behind(database_url: str):
@@ -513,7 +514,7 @@ async def test_subscriptions_from_before_allocations_read_as_multiplier_one(data
     store = UserStore(database_url, clock=Clock(T0))
     await store.open()
     try:
-        assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
+        assert rows(database_url, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,), (4,)]
         assert await store.list_subscriptions() == [("momentum", "alice", Allocation(Rule.MULTIPLIER, Decimal(1)))]
         assert await store.subscribers("momentum") == ("alice",)
         await store.set_subscription("momentum", "alice", True, FIXED)
@@ -752,7 +753,7 @@ async def test_v1_database_is_adopted_on_open(db_path: str):
     await store.open()
     try:
         assert columns(db_path)[7:11] == [name for name, _ in PREFERENCE_COLUMNS]
-        assert versions(db_path) == [1, 2, 3]
+        assert versions(db_path) == [1, 2, 3, 4]
         # Old rows read as "no preference" and no limits beyond the seed's rate; nothing else changes.
         assert await store.list_users() == [
             UserPermissions("alice", True, BROKERS, (), Decimal("50000")),
@@ -771,7 +772,7 @@ async def test_v1_database_is_adopted_on_open(db_path: str):
     try:
         assert await again.get("alice") == edited
         assert columns(db_path).count("preferred_brokers") == 1
-        assert versions(db_path) == [1, 2, 3]
+        assert versions(db_path) == [1, 2, 3, 4]
     finally:
         await again.close()
     with sqlite3.connect(db_path) as conn:
@@ -784,7 +785,7 @@ async def test_a_database_from_the_preferences_release_is_adopted(db_path: str):
     store = UserStore(db_path)
     await store.open()
     try:
-        assert versions(db_path) == [1, 2, 3]
+        assert versions(db_path) == [1, 2, 3, 4]
         assert (await store.get("dave")).preferences == RoutingPreferences(preferred_brokers=("coinbase",))
         assert columns(db_path).count("preferred_brokers") == 1
     finally:
@@ -813,7 +814,7 @@ async def test_stores_opening_one_v1_database_together_all_succeed(db_path: str)
         for s in stores:
             await s.close()
     assert columns(db_path)[7:11] == [name for name, _ in PREFERENCE_COLUMNS]
-    assert versions(db_path) == [1, 2, 3]
+    assert versions(db_path) == [1, 2, 3, 4]
 
 
 async def test_the_previous_version_can_still_write_a_migrated_database(db_path: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 import grpc
+import pytest
 from nija.common.v1 import common_pb2 as c
 
 from services.aggregator.ledger import Ledger
@@ -70,4 +71,68 @@ async def test_an_update_the_permission_service_refuses_for_good_is_skipped_not_
 
     assert await PositionFeed(ledger, apply, sleep=_no_sleep).drain_once() == 6
     assert attempts.count("s1:p1") == 1 and attempts[-1] == "s3:r"
+    await ledger.close()
+
+
+# Batches (issue 10): one call per batch read from the ledger, one by one only when refused.
+
+
+async def test_each_batch_read_from_the_ledger_goes_in_one_call_retried_whole_through_an_outage(database_url: str):
+    ledger = await Ledger(database_url).open()
+    await _orders(ledger)
+    calls: list[list[str]] = []
+    failures = iter([ServiceError(grpc.StatusCode.UNAVAILABLE, "DOWN", "permission is restarting")] * 2)
+
+    async def apply_batch(updates) -> int:  # type: ignore[no-untyped-def]
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        calls.append([u.update_id for u in updates])
+        return sum(len(u.fills) for u in updates)
+
+    async def apply(u: c.ExecutionUpdate) -> int:
+        raise AssertionError(f"{u.update_id} sent alone")
+
+    feed = PositionFeed(ledger, apply, batch=4, sleep=_no_sleep, apply_batch=apply_batch)
+    assert await feed.drain_once() == 6
+    assert calls == [["s1:pending", "s1:p1", "s1:f", "s2:pending"], ["s3:pending", "s3:r"]]
+    assert await feed.drain_once() == 0
+    await ledger.close()
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED])
+async def test_a_batch_refused_for_good_is_sent_one_by_one_so_only_the_bad_update_is_skipped(
+    database_url: str, code: grpc.StatusCode
+):
+    ledger = await Ledger(database_url).open()
+    await _orders(ledger)
+    batches: list[int] = []
+    applied: list[str] = []
+    attempts: list[str] = []
+
+    async def apply_batch(updates) -> int:  # type: ignore[no-untyped-def]
+        batches.append(len(updates))
+        if code is grpc.StatusCode.UNIMPLEMENTED:  # a permission service from before batches
+            raise ServiceError(code, "UNIMPLEMENTED", "Method not found!")
+        ids = [u.update_id for u in updates]
+        if "s1:p1" in ids:
+            raise ServiceError(code, "BAD_FILL", f"executions[{ids.index('s1:p1')}]: malformed")
+        applied.extend(ids)
+        return 0
+
+    async def apply(u: c.ExecutionUpdate) -> int:
+        attempts.append(u.update_id)
+        if u.update_id == "s1:p1":
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "BAD_FILL", "malformed")
+        applied.append(u.update_id)
+        return 0
+
+    feed = PositionFeed(ledger, apply, batch=3, sleep=_no_sleep, apply_batch=apply_batch)
+    assert await feed.drain_once() == 6
+    assert batches == [3, 3]  # each refused batch tried once, never retried
+    # Everything but the bad update applied, in order; the bad one tried once and skipped.
+    assert applied == ["s1:pending", "s1:f", "s2:pending", "s3:pending", "s3:r"]
+    assert attempts.count("s1:p1") == 1
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        assert attempts == ["s1:pending", "s1:p1", "s1:f"]  # only the refused batch went one by one
     await ledger.close()
