@@ -29,6 +29,7 @@ _WRITERS = ("router", *(f"executor-{b}" for b in BROKERS))
 ACCESS: dict[str, Rule] = {
     f"/{SERVICE_NAME}/CreateOrder": services_only("router"),
     f"/{SERVICE_NAME}/RecordUpdate": services_only(*_WRITERS),
+    f"/{SERVICE_NAME}/RecordUpdates": services_only(*_WRITERS),
     # People watch and read their own orders; routers follow the orders they submitted.
     f"/{SERVICE_NAME}/WatchUpdates": user_scoped(lambda r: r.user_id, services=("router",)),
     # Executors read an order when recovering it from their journal (was it routed elsewhere?).
@@ -96,7 +97,7 @@ class App:
         self.hub = Hub(config.watcher_buffer)
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
         self.ledger = Ledger(config.database_url or config.database_path, on_commit=self._committed)
-        self.feed = PositionFeed(self.ledger, self.permission.apply_execution)
+        self.feed = PositionFeed(self.ledger, self.permission.apply_execution, apply_batch=self.permission.apply_executions)
         # Webhooks: kill switch changes come from the permission service's WatchControls.
         self.notifications = Notifications(
             WebhookStore(self.ledger), config.webhook_settings(), controls=self.permission.watch_controls

@@ -80,7 +80,10 @@ class Hub:
         return subscription
 
     def publish(self, update: common_pb2.ExecutionUpdate) -> None:
-        for subscription in list(self._watchers.get(update.user_id, ())):
+        watchers = self._watchers.get(update.user_id)
+        if not watchers:  # the common case for a writer's update: nobody is watching that user
+            return
+        for subscription in list(watchers):
             if not subscription.offer(update):
                 self._remove(subscription)
                 log.warning(

@@ -21,6 +21,7 @@ import base64
 import binascii
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -58,7 +59,6 @@ from services.runtime.wire import (
     SIDE_TO_PB,
     STATUS_FROM_PB,
     STATUS_TO_PB,
-    now_pb,
     signal_from_pb,
 )
 
@@ -158,6 +158,15 @@ ORDER BY u.rowid LIMIT ?
 """
 
 
+#: `_record`'s first read: always one row, with the update already stored under the update_id
+#: (`stored`, NULL if none) and the order's columns (NULL if there is no such order).
+_RECORD_LOOKUP = """
+SELECT u.body AS stored, o.* FROM (SELECT 1 AS one) AS one
+LEFT JOIN updates u ON u.user_id = ? AND u.update_id = ?
+LEFT JOIN orders o ON o.user_id = ? AND o.signal_id = ?
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Created:
     created: bool
@@ -175,6 +184,8 @@ class Recorded:
 
 
 OnCommit = Callable[[common_pb2.ExecutionUpdate], None]
+#: A write's outcome after its batch: (its future, its result, its error, the updates it wrote).
+_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None", Sequence[common_pb2.ExecutionUpdate]]
 Clock = Callable[[], timestamp_pb2.Timestamp]
 
 
@@ -186,12 +197,27 @@ def _text(ts: timestamp_pb2.Timestamp) -> str:
     # RFC 3339 UTC with all nine fraction digits: fixed width, so the stored text sorts (and
     # compares with query bounds) in time order, which the variable-width ToJsonString does not
     # ("...:00Z" sorts after "...:00.5Z"). Rows written before this held ToJsonString's form.
-    return f"{ts.ToJsonString()[:19]}.{ts.nanos:09d}Z"
+    return f"{_whole_seconds_text(ts.seconds)}.{ts.nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_seconds_text(seconds: int) -> str:
+    """"YYYY-MM-DDTHH:MM:SS" of `seconds` (ValueError out of RFC 3339's range, as ToJsonString).
+    Cached: the writes of a batch share their second or so."""
+    return timestamp_pb2.Timestamp(seconds=seconds).ToJsonString()[:19]
 
 
 def _timestamp(text: str) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromJsonString(text)
+    return ts
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    """`now_pb` (microseconds, as it gives) without its trip through datetime: a clock read per
+    write."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(time.time_ns() // 1000)
     return ts
 
 
@@ -220,14 +246,13 @@ def _order_pb(row: sqlite3.Row) -> aggregator_pb2.Order:
 def _next_sequence(db: sqlite3.Connection, user_id: str) -> int:
     # Runs inside the write transaction, so the number is taken only if the write commits.
     row = db.execute(
-        "SELECT last_sequence FROM user_sequences WHERE user_id = ?", (user_id,)
+        "UPDATE user_sequences SET last_sequence = last_sequence + 1 WHERE user_id = ? RETURNING last_sequence",
+        (user_id,),
     ).fetchone()
     if row is None:
         db.execute("INSERT INTO user_sequences (user_id, last_sequence) VALUES (?, 1)", (user_id,))
         return 1
-    sequence = int(row[0]) + 1
-    db.execute("UPDATE user_sequences SET last_sequence = ? WHERE user_id = ?", (sequence, user_id))
-    return sequence
+    return int(row[0])
 
 
 def _insert_update(
@@ -317,7 +342,7 @@ class Ledger:
     """The aggregator's store. `await open()` before use, `await close()` at the end."""
 
     def __init__(
-        self, path: str, *, on_commit: OnCommit | None = None, clock: Clock = now_pb
+        self, path: str, *, on_commit: OnCommit | None = None, clock: Clock = _now
     ) -> None:
         self.path = path
         self._on_commit = on_commit
@@ -325,8 +350,8 @@ class Ledger:
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db: sqlite3.Connection | None = None  # touched only on the executor's thread
-        # Writes waiting for the next group commit: (fn, args, future).
-        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        # Writes waiting for the next group commit: (fn, args, future, arrived at).
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], float]] = []
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
 
@@ -390,58 +415,97 @@ class Ledger:
     async def _write(self, fn: Callable[..., tuple[T, list[common_pb2.ExecutionUpdate]]], *args: Any) -> T:
         """Run `fn` all-or-nothing, committed together with whatever other writes are waiting
         (group commit: one fsync for the batch), and answer only once that commit is on disk."""
+        return await self._submit(fn, *args)
+
+    def _submit(
+        self, fn: Callable[..., tuple[T, list[common_pb2.ExecutionUpdate]]], *args: Any
+    ) -> asyncio.Future[T]:
+        """`_write` without waiting: the future is settled once the write's batch committed (or
+        the write was refused). For a caller with many writes in flight and no task per write."""
         if self._executor is None or self._loop is None:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "LEDGER_CLOSED", "the ledger is not open")
         future: asyncio.Future[T] = self._loop.create_future()
         with self._pending_lock:
-            self._pending.append((fn, args, future))
+            self._pending.append((fn, args, future, time.perf_counter()))
             start_flush = not self._flush_scheduled
             self._flush_scheduled = True
         if start_flush:
             self._loop.run_in_executor(self._executor, self._flush)
-        started = time.perf_counter()
-        try:
-            return await future
-        finally:
-            metrics.LEDGER_WRITE_LATENCY.observe(time.perf_counter() - started)
+        return future
 
     def _flush(self) -> None:
-        """On the database thread: every waiting write in one transaction, each in a savepoint so
-        a refused one leaves no trace; publish and answer after COMMIT, in commit order."""
+        """On the database thread: every waiting write in one transaction, a refused one leaving
+        no trace; publish and answer after COMMIT, in commit order (one hand-over to the event
+        loop per batch)."""
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._flush_scheduled = False
         db, loop = self._db, self._loop
         assert db is not None and loop is not None
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None, list[common_pb2.ExecutionUpdate]]] = []
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for fn, args, future in batch:
-                db.execute("SAVEPOINT one_write")
-                try:
-                    result, written = fn(db, *args)
-                except Exception as exc:  # a refusal (ServiceError) or a bug: this write only
-                    db.execute("ROLLBACK TO one_write")
-                    db.execute("RELEASE one_write")
-                    outcomes.append((future, None, exc, []))
-                    continue
-                db.execute("RELEASE one_write")
-                outcomes.append((future, result, None, written))
-            db.execute("COMMIT")
+            # SQLite: no savepoint per write (two statements each) unless a write that failed
+            # had changed rows already; then the batch is rolled back and run again with them.
+            # PostgreSQL: always, a failed statement there spoils the whole transaction.
+            outcomes = self._apply(db, batch, savepoints=is_postgres(self.path))
+            if outcomes is None:
+                outcomes = self._apply(db, batch, savepoints=True)
+            assert outcomes is not None
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             log.exception("ledger batch failed; nothing of it was written")
-            for _, _, future in batch:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+            loop.call_soon_threadsafe(self._answer, [(future, None, exc, ()) for _, _, future, _ in batch])
             return
+        committed = time.perf_counter()
+        for *_, arrived in batch:
+            metrics.LEDGER_WRITE_LATENCY.observe(committed - arrived)
+        loop.call_soon_threadsafe(self._answer, outcomes)
+
+    @staticmethod
+    def _apply(
+        db: sqlite3.Connection, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], float]],
+        savepoints: bool,
+    ) -> list[_Outcome] | None:
+        """Run the batch's writes in one transaction and commit it; None (rolled back) when,
+        without savepoints, a write failed after changing rows."""
+        outcomes: list[_Outcome] = []
+        db.execute("BEGIN IMMEDIATE")
+        for fn, args, future, _ in batch:
+            if savepoints:
+                db.execute("SAVEPOINT one_write")
+            else:
+                changes = db.total_changes
+            try:
+                result, written = fn(db, *args)
+            except Exception as exc:  # a refusal (ServiceError) or a bug: this write only
+                if savepoints:
+                    db.execute("ROLLBACK TO one_write")
+                    db.execute("RELEASE one_write")
+                elif not db.in_transaction:  # SQLite gave the transaction up (disk full, I/O)
+                    raise
+                elif db.total_changes != changes:
+                    db.execute("ROLLBACK")
+                    return None
+                outcomes.append((future, None, exc, ()))
+                continue
+            if savepoints:
+                db.execute("RELEASE one_write")
+            outcomes.append((future, result, None, written))
+        db.execute("COMMIT")
+        return outcomes
+
+    def _answer(self, outcomes: list[_Outcome]) -> None:
+        """On the event loop: each write's updates to `on_commit`, then its answer, in commit
+        order. The persisted update is shared, not copied: it is never changed after commit."""
+        on_commit = self._on_commit
         for future, result, error, written in outcomes:
-            if self._on_commit is not None:
+            if on_commit is not None:
                 for update in written:
-                    copy = common_pb2.ExecutionUpdate()
-                    copy.CopyFrom(update)
-                    loop.call_soon_threadsafe(self._on_commit, copy)
-            loop.call_soon_threadsafe(_settle, future, result, error)
+                    try:
+                        on_commit(update)
+                    except Exception:
+                        log.exception("on_commit failed", extra={"update_id": update.update_id})
+            _settle(future, result, error)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -511,30 +575,44 @@ class Ledger:
             ),
         )
         _insert_update(db, update, _text(now))
-        order = _order_pb(
-            db.execute(
-                "SELECT * FROM orders WHERE user_id = ? AND signal_id = ?",
-                (checked.user_id, checked.signal_id),
-            ).fetchone()
+        # The row just inserted, as _order_pb would read it back.
+        order = aggregator_pb2.Order(
+            user_id=checked.user_id,
+            signal_id=checked.signal_id,
+            signal=signal,
+            status=STATUS_TO_PB[Status.PENDING],
+            broker="",
+            order_quantity="",
+            filled_quantity="0",
+            filled_notional="0",
+            fees_total="0",
+            average_price="",
+            last_sequence=sequence,
+            created_at=now,
+            updated_at=now,
         )
         return Created(created=True, order=order, update=update), [update]
 
     async def record(self, update: common_pb2.ExecutionUpdate) -> Recorded:
         """Check and persist one state change; answer only once it is durable."""
-        change = parse_update(update)  # INVALID_ARGUMENT naming the field
-        return await self._write(self._record, update, change)
+        return await self.enqueue_record(update)
+
+    def enqueue_record(self, update: common_pb2.ExecutionUpdate) -> asyncio.Future[Recorded]:
+        """`record` for a caller with many in flight: checks the update now (a malformed one
+        raises INVALID_ARGUMENT naming the field), queues it for the next group commit and
+        returns the future that settles once it is durable or refused."""
+        change = parse_update(update)
+        return self._submit(self._record, update, change)
 
     def _record(
         self, db: sqlite3.Connection, wire: common_pb2.ExecutionUpdate, change: Change
     ) -> tuple[Recorded, list[common_pb2.ExecutionUpdate]]:
         # A retried write is answered with what was stored, before any check that the
         # first write's own effect would now fail (e.g. FILLED -> FILLED).
-        stored = db.execute(
-            "SELECT body FROM updates WHERE user_id = ? AND update_id = ?",
-            (change.user_id, change.update_id),
-        ).fetchone()
-        if stored is not None:
-            first = common_pb2.ExecutionUpdate.FromString(stored["body"])
+        # One lookup for both: the update stored under this update_id (if any), the order.
+        order = db.execute(_RECORD_LOOKUP, (change.user_id, change.update_id, change.user_id, change.signal_id)).fetchone()
+        if order["stored"] is not None:
+            first = common_pb2.ExecutionUpdate.FromString(order["stored"])
             if first.signal_id != change.signal_id or first.status != wire.status:
                 raise ServiceError(
                     grpc.StatusCode.ALREADY_EXISTS,
@@ -544,11 +622,7 @@ class Ledger:
                 )
             return Recorded(update=first, duplicate=True), []
 
-        order = db.execute(
-            "SELECT * FROM orders WHERE user_id = ? AND signal_id = ?",
-            (change.user_id, change.signal_id),
-        ).fetchone()
-        if order is None:
+        if order["user_id"] is None:
             raise not_found(
                 "ORDER_NOT_FOUND",
                 f"no order for signal {change.signal_id!r} of user {change.user_id!r}",
@@ -575,7 +649,12 @@ class Ledger:
 
         broker = change.broker or order["broker"]
         new_fills: list[FillEntry] = []
-        totals = _recorded_totals(db, change.user_id, change.signal_id)
+        order_quantity = change.order_quantity
+        if order_quantity is None and order["order_quantity"]:
+            order_quantity = Decimal(order["order_quantity"])
+        # The recorded fills count only for new fills and for the overfill check.
+        needs_totals = bool(change.fills) or (order_quantity is not None and order_quantity > 0)
+        totals = _recorded_totals(db, change.user_id, change.signal_id) if needs_totals else Totals()
         if change.fills:
             if not broker:
                 raise invalid("BAD_BROKER", "an update with fills needs a broker", field="broker")
@@ -595,9 +674,6 @@ class Ledger:
                 )
             totals = totals.plus(new_fills)
 
-        order_quantity = change.order_quantity
-        if order_quantity is None and order["order_quantity"]:
-            order_quantity = Decimal(order["order_quantity"])
         try:
             check_overfill(totals, order_quantity)
         except ServiceError as err:

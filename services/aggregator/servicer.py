@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
 from services.aggregator.hub import Hub
-from services.aggregator.ledger import Ledger
+from services.aggregator.ledger import Ledger, Recorded
 from services.aggregator.notifications import Notifications
 from services.aggregator.watch import watch
-from services.runtime.errors import invalid, stream, unary
+from services.runtime.errors import ServiceError, invalid, refusal_pb, stream, unary
+
+log = logging.getLogger(__name__)
 
 
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
@@ -36,6 +41,16 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
     ) -> aggregator_pb2.RecordUpdateResponse:
         result = await self._ledger.record(request.update)
         return aggregator_pb2.RecordUpdateResponse(update=result.update, duplicate=result.duplicate)
+
+    async def RecordUpdates(
+        self,
+        requests: AsyncIterator[aggregator_pb2.RecordUpdatesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[aggregator_pb2.RecordUpdatesResponse]:
+        # Not wrapped in `stream`: nothing here ends the stream but the caller; each request's
+        # refusal (or bug) is its own answer.
+        async for response in record_each(self._ledger, requests):
+            yield response
 
     @stream
     async def WatchUpdates(
@@ -123,3 +138,76 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
             request.user_id, request.webhook_id, request.page_size, request.page_token
         )
         return aggregator_pb2.ListDeliveriesResponse(deliveries=deliveries, next_page_token=next_page_token)
+
+
+# -- RecordUpdates: many records in flight on one stream -----------------------------------------
+
+
+async def record_each(
+    ledger: Ledger, requests: AsyncIterator[aggregator_pb2.RecordUpdatesRequest]
+) -> AsyncIterator[aggregator_pb2.RecordUpdatesResponse]:
+    """Each request recorded as RecordUpdate records it, all of them at once (so group commit
+    batches them), each answered with its request_id once durable or refused; ends when the
+    requests have ended and every one of them is answered."""
+    answers: asyncio.Queue[aggregator_pb2.RecordUpdatesResponse | None] = asyncio.Queue()
+    unanswered = 0
+
+    async def read() -> None:
+        nonlocal unanswered
+        try:
+            async for request in requests:
+                unanswered += 1
+                try:
+                    durable = ledger.enqueue_record(request.update)
+                except Exception as exc:  # refused before it was queued (a malformed update)
+                    answers.put_nowait(_refusal(request.request_id, exc))
+                else:
+                    durable.add_done_callback(functools.partial(_answer, answers, request.request_id))
+        finally:
+            answers.put_nowait(None)  # no more requests (or reading them failed)
+
+    reader = asyncio.create_task(read(), name="record-updates-reader")
+    try:
+        requests_ended = False
+        while not (requests_ended and unanswered == 0):
+            answer = await answers.get()
+            if answer is None:
+                requests_ended = True
+                continue
+            unanswered -= 1
+            yield answer
+        await reader  # its failure (the caller's stream broke) is the call's
+    finally:
+        reader.cancel()
+
+
+def _answer(
+    answers: asyncio.Queue[aggregator_pb2.RecordUpdatesResponse | None],
+    request_id: int,
+    durable: asyncio.Future[Recorded],
+) -> None:
+    if durable.cancelled():
+        answers.put_nowait(_refusal(request_id, asyncio.CancelledError()))
+    elif durable.exception() is not None:
+        answers.put_nowait(_refusal(request_id, durable.exception()))  # type: ignore[arg-type]
+    else:
+        result = durable.result()
+        response = aggregator_pb2.RecordUpdatesResponse(request_id=request_id)
+        response.recorded.update.CopyFrom(result.update)  # (built in place: one copy, not two)
+        response.recorded.duplicate = result.duplicate
+        answers.put_nowait(response)
+
+
+def _refusal(request_id: int, exc: BaseException) -> aggregator_pb2.RecordUpdatesResponse:
+    """What the unary call's status would have been: the ServiceError's code, reason and message;
+    anything else is a bug, logged and answered INTERNAL."""
+    if isinstance(exc, ServiceError):
+        log.info("record refused", extra={"code": exc.code.name, "reason": exc.reason, "detail": exc.message})
+        err = exc
+    else:
+        log.error("unexpected error recording an update", exc_info=exc)
+        err = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+    return aggregator_pb2.RecordUpdatesResponse(
+        request_id=request_id,
+        refusal=refusal_pb(err),
+    )

@@ -19,13 +19,13 @@ from nija.router.v1 import router_pb2
 
 from services.domain.signal import ExecutionMethod, Side
 from services.domain.states import Status
+from services.runtime.errors import status_code
 from services.runtime.wire import METHOD_FROM_PB, SIDE_FROM_PB, STATUS_FROM_PB
 
 ZERO = Decimal(0)
 
 _LIQUIDITY = {common_pb2.LIQUIDITY_MAKER: "maker", common_pb2.LIQUIDITY_TAKER: "taker"}
 _POLICY = {common_pb2.ROUTING_POLICY_SCORE: "score", common_pb2.ROUTING_POLICY_COST: "cost"}
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _money(text: str) -> Decimal:
@@ -162,7 +162,7 @@ class SignalRefusal:
     @classmethod
     def from_pb(cls, pb: router_pb2.SignalRefusal) -> SignalRefusal:
         return cls(
-            signal_id=pb.signal_id, user_id=pb.user_id, code=_CODES.get(pb.refusal.code, grpc.StatusCode.UNKNOWN),
+            signal_id=pb.signal_id, user_id=pb.user_id, code=status_code(pb.refusal.code),
             reason=pb.refusal.reason, message=pb.refusal.message,
         )
 

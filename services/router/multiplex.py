@@ -24,7 +24,7 @@ import grpc
 from nija.common.v1 import common_pb2
 from nija.router.v1 import router_pb2
 
-from services.runtime.errors import ServiceError, relay
+from services.runtime.errors import ServiceError, refusal_pb, relay
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _Stream:
         self.out.put_nowait(router_pb2.SubmitSignalsResponse(refusal=router_pb2.SignalRefusal(
             signal_id=pb.signal_id,
             user_id=pb.user_id,
-            refusal=common_pb2.Refusal(code=err.code.value[0], reason=err.reason, message=err.message),
+            refusal=refusal_pb(err),
         )))
 
     def _end_if_done(self) -> None:

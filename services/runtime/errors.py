@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from nija.common.v1 import common_pb2
 
 from services.runtime import tracing
 
@@ -59,6 +60,25 @@ def to_status(err: ServiceError) -> grpc.Status:
         code=getattr(code_pb2, err.code.name), message=err.message, details=[detail]
     )
     return rpc_status.to_status(status)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def refusal_pb(err: ServiceError) -> common_pb2.Refusal:
+    """A request refused inside a stream that goes on: what its call's status would have been."""
+    return common_pb2.Refusal(code=err.code.value[0], reason=err.reason, message=err.message)
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The status code with this number on the wire (UNKNOWN for one this grpc does not know)."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def from_refusal(refusal: common_pb2.Refusal) -> ServiceError:
+    """A refusal read from a stream, as `relay` turns the same call's status into an error."""
+    code = status_code(refusal.code)
+    return ServiceError(code, refusal.reason or code.name, refusal.message)
 
 
 def reason_of(exc: grpc.aio.AioRpcError) -> str:

@@ -53,6 +53,8 @@ CASES = [
     Case("router", "SubmitSignal", router_pb2.SubmitSignalRequest(signal=_alice_signal()), "people"),
     Case("router", "QuoteRoute", router_pb2.QuoteRouteRequest(signal=_alice_signal()), "people"),
     Case("router", "CancelSignal", router_pb2.CancelSignalRequest(user_id="alice", signal_id="x"), "people"),
+    # Its caller is checked by the interceptor, each signal's user in the stream (a refusal message).
+    Case("router", "SubmitSignals", router_pb2.SubmitSignalsRequest(signal=_alice_signal()), "people"),
     # Strategies (for themselves, tests/integration/test_fanout.py) and admins; never users or services.
     Case("router", "SubmitStrategySignal",
          router_pb2.SubmitStrategySignalRequest(signal=router_pb2.StrategySignal(strategy_id="apex")), "admin"),
@@ -67,12 +69,14 @@ CASES = [
     Case("aggregator", "ListDeliveries", aggregator_pb2.ListDeliveriesRequest(user_id="alice"), "people"),
     Case("aggregator", "CreateOrder", aggregator_pb2.CreateOrderRequest(signal=_alice_signal()), "services"),
     Case("aggregator", "RecordUpdate", aggregator_pb2.RecordUpdateRequest(), "services"),
+    Case("aggregator", "RecordUpdates", aggregator_pb2.RecordUpdatesRequest(), "services"),
     Case("permission", "CheckTrade", permission_pb2.CheckTradeRequest(user_id="alice", pair="BTC-USD", side=1, size_usd="1"), "people"),
     Case("permission", "GetUserPermissions", permission_pb2.GetUserPermissionsRequest(user_id="alice"), "people"),
     Case("permission", "GetPositions", permission_pb2.GetPositionsRequest(user_id="alice"), "people"),
     Case("permission", "ReserveTrade", permission_pb2.ReserveTradeRequest(user_id="alice"), "services"),
     Case("permission", "ReleaseReservation", permission_pb2.ReleaseReservationRequest(user_id="alice"), "services"),
     Case("permission", "ApplyExecution", permission_pb2.ApplyExecutionRequest(), "services"),
+    Case("permission", "ApplyExecutions", permission_pb2.ApplyExecutionsRequest(), "services"),
     Case("permission", "Authenticate", permission_pb2.AuthenticateRequest(token="x"), "services"),
     Case("permission", "GetCredentials", permission_pb2.GetCredentialsRequest(user_id="alice", broker="binance"), "services"),
     Case("permission", "WatchControls", permission_pb2.WatchControlsRequest(), "services"),
@@ -109,7 +113,9 @@ async def _call(mesh: InProcessMesh, case: Case, token: str | None, request: obj
                 call = channel.unary_stream(f"/{method.containing_service.full_name}/{method.name}", **kwargs)(
                     request, metadata=metadata, timeout=1
                 )
-                async for _ in call:
+                async for response in call:
+                    if method.client_streaming:
+                        return _refusal_code(method, response)
                     break  # admitted: one response is enough
                 return grpc.StatusCode.OK
             await channel.unary_unary(f"/{method.containing_service.full_name}/{method.name}", **kwargs)(
@@ -120,6 +126,19 @@ async def _call(mesh: InProcessMesh, case: Case, token: str | None, request: obj
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 assert reason_of(exc), f"{_ids(case)}: {exc.code().name} without an ErrorInfo reason"
             return exc.code()
+
+
+def _refusal_code(method, response: bytes) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    """A request stream refuses one message, not the call (SubmitSignals): the first response's
+    refusal code, else OK."""
+    message = message_factory.GetMessageClass(method.output_type).FromString(response)
+    if "refusal" not in message.DESCRIPTOR.fields_by_name or not message.HasField("refusal"):
+        return grpc.StatusCode.OK
+    refusal = message.refusal
+    if "refusal" in refusal.DESCRIPTOR.fields_by_name:  # a SignalRefusal around its Refusal
+        refusal = refusal.refusal
+    assert refusal.reason, f"{method.name}: refusal {refusal.code} without a reason"
+    return next(code for code in grpc.StatusCode if code.value[0] == refusal.code)
 
 
 def mesh_method(case: Case):  # type: ignore[no-untyped-def]
