@@ -4,6 +4,7 @@
   nija serve SERVICE          one service (what `up`, containers and Kubernetes run)
   nija trade --user U ...     submit a signal and print each update as it streams
   nija status [--watch|--json] every service's health, each broker's breaker, queue and flow
+  nija bench [--quick]        the mesh's benchmark against the issue's targets (services.bench)
   nija users|tokens|keys|limits|kill-switch|strategies|positions|certs|ledger export
                               administration and accounting (services.admin_cli)
 """
@@ -640,6 +641,43 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
 
 
+# ---- bench ---------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    # Imported here: every service process starts through this module and needs none of it.
+    from services.bench.report import render_services, render_table
+    from services.bench.run import MODES, BenchConfig, run_bench
+    from services.bench.targets import failed
+
+    figures = BenchConfig.quick_figures() if args.quick else {}
+    for name in ("users", "signals", "concurrency", "burst"):
+        if getattr(args, name) is not None:
+            figures[name] = getattr(args, name)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip()) if args.modes else MODES
+    try:
+        config = BenchConfig(venue_latency_ms=args.venue_latency_ms, modes=modes, quick=args.quick,
+                             venue_rate_limits=not args.no_venue_rate_limits, **figures)
+    except ValueError as exc:
+        print(f"nija bench: {exc}", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = pathlib.Path(args.out or pathlib.Path("bench-results") / stamp)
+    progress = not args.no_progress and sys.stderr.isatty()
+    result, checks = run_bench(config, out, progress)
+    print(render_table(checks))
+    print(f"\n{render_services(result)}")
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nresult.json, report.md and charts in {out}/")
+    bad = failed(checks)
+    if bad:
+        print(f"{len(bad)} target(s) not met: " + "; ".join(c.name for c in bad))
+    if result.get("error"):  # figures up to the failure were written; the run itself did not complete
+        return 1
+    return 1 if args.strict and bad else 0
+
+
 # ---- entry ---------------------------------------------------------------------------------------
 
 
@@ -696,6 +734,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--json", action="store_true", help="the view as JSON (with --watch: one line per refresh)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("bench", help="start the mesh, load it, and report against issue 10's targets")
+    p.add_argument("--users", type=int, default=None, help="users seeded (default 1000; --quick 100)")
+    p.add_argument("--signals", type=int, default=None, help="sustained signals, unary and streaming (default 5000; the scale run sends 10x)")
+    p.add_argument("--concurrency", type=int, default=None, help="signals in flight when sustained (default 200)")
+    p.add_argument("--burst", type=int, default=None, help="users sending one signal each, at once (default 1000)")
+    p.add_argument("--venue-latency-ms", type=float, default=0.0,
+                   help="added to every simulated exchange call (default 0)")
+    p.add_argument("--modes", default=None, help="comma list of burst,sustained,stream,routing,noisy,scale (default all)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 100 users, 300 signals, burst 200, noisy 5 s, scale 3x")
+    p.add_argument("--no-venue-rate-limits", action="store_true",
+                   help="the executors ignore the exchanges' published request budgets")
+    p.add_argument("--out", default=None, help="where result.json, report.md and the PNGs go "
+                                               "(default ./bench-results/<UTC timestamp>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (none either when stderr is no TTY)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
+    p.set_defaults(func=cmd_bench)
 
     admin_cli.add_commands(sub)
     trace_view.add_command(sub)

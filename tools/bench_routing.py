@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import pathlib
 import random
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from decimal import Decimal
@@ -28,6 +23,8 @@ from nija.common.v1 import common_pb2
 from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
+from services.bench.mesh import start_mesh
+from services.bench.stats import percentiles
 from services.domain.routing import Balancing, BalancingConfig, RoutingChoices, plan_route
 from services.domain.signal import Side, Signal, SignalType
 from services.router.directory import snapshot_from_info
@@ -35,32 +32,6 @@ from services.runtime.channels import open_channel
 from services.runtime.security import Security
 
 PAIRS = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD", "LINK-USD", "AVAX-USD"]
-
-
-def percentiles(samples_ns: list[int]) -> str:
-    ordered = sorted(samples_ns)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6  # noqa: E731
-    return (f"p50 {pick(0.50):.3f} ms  p90 {pick(0.90):.3f} ms  p99 {pick(0.99):.3f} ms  "
-            f"max {ordered[-1] / 1e6:.3f} ms  (n={len(ordered)}, mean {statistics.mean(ordered) / 1e6:.3f} ms)")
-
-
-def token(data: pathlib.Path, who: str) -> Security:
-    """Calls carry a token: the admin's (`nija up` writes it) or a demo user's."""
-    path = data / "admin.token" if who == "admin" else data / "tokens" / f"{who}.token"
-    return Security(token=path.read_text().strip())
-
-
-def start_mesh(data: pathlib.Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    nija = pathlib.Path(sys.executable).parent / "nija"
-    up = subprocess.Popen([str(nija), "up", "--auto-ports", "--data-dir", str(data)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = data / "mesh.json"
-    deadline = time.monotonic() + 90
-    while not manifest.exists():
-        if up.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("nija up failed to start")
-        time.sleep(0.1)
-    return up, {n: e["target"] for n, e in json.loads(manifest.read_text()).items()}
 
 
 async def live_snapshots(targets: dict[str, str], admin: Security) -> dict:
@@ -132,11 +103,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = pathlib.Path(tmp)
-        up, targets = start_mesh(data)
-        alice = token(data, "alice")
+        mesh = start_mesh(pathlib.Path(tmp), {})
+        targets = mesh.targets
+        alice = mesh.security("alice")
         try:
-            snaps = asyncio.run(live_snapshots(targets, token(data, "admin")))
+            snaps = asyncio.run(live_snapshots(targets, mesh.admin))
             bench_decision(snaps, 500)  # warm-up
             print(f"pure routing decision (4 brokers, live books, 1 in 4 with split planning):\n  "
                   f"{percentiles(bench_decision(snaps, args.decisions))}")
@@ -150,8 +121,7 @@ def main() -> None:
             print(f"QuoteRoute through the router process ({args.concurrency} concurrent, token and permission "
                   f"check included):\n  {percentiles(samples)}  throughput {len(samples) / elapsed:.0f}/s")
         finally:
-            up.send_signal(signal.SIGTERM)
-            up.wait(timeout=60)
+            mesh.stop()
 
 
 if __name__ == "__main__":
