@@ -126,6 +126,13 @@ def render_markdown(result: Mapping[str, Any], checks: Sequence[Check]) -> str:
     if result.get("notes"):
         lines.append("")
     lines += _services_table(result)
+    calls = get(result, "sustained.calls_per_signal") or {}
+    if calls:
+        lines += ["## Calls per signal (sustained, unary)", "",
+                  f"{sum(calls.values()):.2f} calls handled per signal in all (health checks left out; a long-lived "
+                  "stream such as RecordUpdates counts once, not per message).", "",
+                  "| server | method | calls per signal |", "|---|---|---:|",
+                  *(f"| {k.split(' ', 1)[0]} | {k.split(' ', 1)[1]} | {v:.2f} |" for k, v in calls.items()), ""]
     outcomes = [(mode, get(result, f"{mode}.outcomes")) for mode in ("burst", "sustained", "stream", "scale")]
     if any(o for _, o in outcomes):
         lines += ["## Outcomes", ""]

@@ -36,6 +36,7 @@ from services.status.promtext import parse_metrics
 MODES = ("burst", "sustained", "stream", "routing", "noisy", "scale")
 ROUTING_HISTOGRAM = "nija_routing_latency_seconds_bucket"
 RATE_LIMIT_WAITS = "nija_rate_limit_waits_total"
+RPC_CALLS = "nija_rpc_calls_total"
 LATENCY_EDGES_MS = stats.log_edges(0.1, 100_000.0, 20)
 MB = 1024.0  # VmHWM is in kB
 
@@ -189,12 +190,35 @@ def in_mesh_routing(before: dict[float, float], after: dict[float, float]) -> di
     }
 
 
+def calls_per_signal(
+    before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]], signals: int
+) -> dict[str, float]:
+    """{"<service> <Service/Method>": calls handled per signal} between two scrapes of
+    nija_rpc_calls_total, busiest first; health checks and calls under 0.01 per signal left out."""
+    out: dict[str, float] = {}
+    for service, methods in after.items():
+        for method, count in methods.items():
+            per = (count - before.get(service, {}).get(method, 0.0)) / signals if signals else 0.0
+            if per >= 0.01 and not method.startswith("/grpc."):
+                out[f"{service} {method.strip('/').split('.')[-1]}"] = round(per, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 # ---- I/O helpers -------------------------------------------------------------------------------
 
 
 def scrape(address: str) -> str:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
         return response.read().decode()
+
+
+def rpc_calls(mesh: RunningMesh) -> dict[str, dict[str, float]]:
+    """{service: {method: calls handled}} from every process's nija_rpc_calls_total."""
+    out = {}
+    for name, address in mesh.metrics.items():
+        series = parse_metrics(scrape(address)).series(RPC_CALLS)
+        out[name] = {dict(labels)["method"]: value for labels, value in series.items()}
+    return out
 
 
 def rate_limit_waits(mesh: RunningMesh) -> dict[str, int]:
@@ -333,12 +357,15 @@ class Bench:
         router_metrics = mesh.metrics["router"]
         before = routing_histogram(await asyncio.to_thread(scrape, router_metrics))
         waits_before = await asyncio.to_thread(rate_limit_waits, mesh)
+        calls_before = await asyncio.to_thread(rpc_calls, mesh)
         with self.phases.phase(f"sustained (unary, c={c.concurrency})", total=c.signals) as tick:
             res, cpu = await self._measured(mesh, load.run_unary(
                 mesh.targets["router"], mesh.admin, self.signals.batch("unary", users, c.signals), c.concurrency, tick))
         after = routing_histogram(await asyncio.to_thread(scrape, router_metrics))
         waits = await asyncio.to_thread(rate_limit_waits, mesh)
+        calls = calls_per_signal(calls_before, await asyncio.to_thread(rpc_calls, mesh), c.signals)
         self.result["sustained"] = {"signals": c.signals, "concurrency": c.concurrency, **load_figures(res, cpu),
+                                    "calls_per_signal": calls,
                                     "routing_in_mesh": in_mesh_routing(before, after),
                                     "venue_rate_limit_waits": {b: waits[b] - waits_before.get(b, 0) for b in waits}}
 

@@ -193,3 +193,23 @@ def test_the_charts_are_png_files(tmp_path) -> None:
     assert written == ["latency.png", "throughput.png"] and note == ""
     for name in written:
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_calls_per_signal_are_the_counter_deltas_by_server_and_method() -> None:
+    from services.bench.run import calls_per_signal
+
+    before = {"router": {"/nija.router.v1.RouterService/SubmitSignal": 10.0},
+              "aggregator": {"/nija.aggregator.v1.AggregatorService/RecordUpdates": 2.0}}
+    after = {"router": {"/nija.router.v1.RouterService/SubmitSignal": 110.0, "/grpc.health.v1.Health/Check": 500.0},
+             "aggregator": {"/nija.aggregator.v1.AggregatorService/RecordUpdates": 2.0,
+                            "/nija.aggregator.v1.AggregatorService/CreateOrder": 100.0},
+             "permission": {"/nija.permission.v1.PermissionService/ReserveTrade": 100.0,
+                            "/nija.permission.v1.PermissionService/GetCredentials": 50.0}}
+    calls = calls_per_signal(before, after, 100)
+    assert calls == {"router RouterService/SubmitSignal": 1.0, "aggregator AggregatorService/CreateOrder": 1.0,
+                     "permission PermissionService/ReserveTrade": 1.0, "permission PermissionService/GetCredentials": 0.5}
+    assert list(calls)[-1] == "permission PermissionService/GetCredentials"  # busiest first
+
+    result = {"sustained": {"calls_per_signal": calls}}
+    text = report.render_markdown(result, targets.evaluate(result))
+    assert "3.50 calls handled per signal" in text and "| permission | PermissionService/GetCredentials | 0.50 |" in text
