@@ -1,7 +1,9 @@
 """The users' accounts on this executor's venue, with their API keys.
 
 Keys come decrypted from the permission service (only executors may ask, each for its own
-broker) and are kept in memory for a short while, never written anywhere or logged.
+broker) and are kept in memory, never written anywhere or logged: for `ttl_s`, or for
+`followed_ttl_s` while the permission service's API keys' version is followed (every cached
+account is dropped when it changes), so an order does not cost a credentials read.
 """
 
 from __future__ import annotations
@@ -22,13 +24,27 @@ FetchCredentials = Callable[[str, str], Awaitable[Any]]
 
 class AccountBook:
     def __init__(
-        self, broker: str, fetch: FetchCredentials, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        broker: str,
+        fetch: FetchCredentials,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        followed_ttl_s: float = 600.0,
     ) -> None:
         self._broker = broker
         self._fetch = fetch
         self._ttl_s = ttl_s
+        self._followed_ttl_s = followed_ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, Account]] = {}
+        self._version = ""
+
+    def follow(self, api_keys_version: str) -> None:
+        """The permission service's API keys' version, as WatchControls announced it: a change
+        drops every cached account. Empty (a service that does not track it) keeps the short TTL."""
+        if api_keys_version != self._version:
+            self._cache.clear()
+            self._version = api_keys_version
 
     async def account(self, user_id: str) -> Account:
         """The user's account; keyless when no keys are stored (the simulated venues need none)."""
@@ -50,7 +66,8 @@ class AccountBook:
                 api_secret=credentials.api_secret,
                 passphrase=credentials.passphrase,
             )
-        self._cache[user_id] = (now + self._ttl_s, account)
+        ttl = self._followed_ttl_s if self._version else self._ttl_s
+        self._cache[user_id] = (now + ttl, account)
         return account
 
     def forget(self, user_id: str | None = None) -> None:

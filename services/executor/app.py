@@ -62,8 +62,10 @@ class Config:
     #: Authenticates callers; the users' API keys and the kill switches come from it.
     permission_target: str = f"127.0.0.1:{DEFAULT_PORTS['permission']}"
     permission_timeout_s: float = 2.0
-    #: How long a user's keys are kept in memory before they are read again.
+    #: How long a user's keys are kept in memory before they are read again; while the permission
+    #: service's API keys' version is followed (WatchControls), `credentials_followed_ttl_s`.
     credentials_ttl_s: float = 30.0
+    credentials_followed_ttl_s: float = 600.0
     # The in-flight journal (default var/executor-<broker>.journal.db).
     journal_path: str = ""
     venue_timeout_s: float = 5.0
@@ -155,7 +157,8 @@ class ExecutorApp:
         self.config = config
         self._ledger = LedgerClient(config.aggregator_target, security, timeout_s=config.ledger_timeout_s)
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.permission_timeout_s)
-        self.accounts = AccountBook(config.broker, self.permission.credentials, ttl_s=config.credentials_ttl_s)
+        self.accounts = AccountBook(config.broker, self.permission.credentials, ttl_s=config.credentials_ttl_s,
+                                    followed_ttl_s=config.credentials_followed_ttl_s)
         self._venue = make_venue(config)
         self._journal = Journal(config.journal_path or f"var/executor-{config.broker}.journal.db")
         self.engine = ExecutorEngine(
@@ -189,8 +192,10 @@ class ExecutorApp:
         self._controls = asyncio.create_task(self._follow_kill_switches(), name="executor-controls")
 
     async def _follow_kill_switches(self) -> None:
-        """Apply every change of the kill switches as the permission service announces it."""
+        """Apply every change of the kill switches as the permission service announces it, and
+        drop cached credentials when the API keys change."""
         async for controls in self.permission.watch_controls():
+            self.accounts.follow(controls.api_keys_version)
             # Worded as the permission service words its denials.
             users = {u.user_id: f"kill switch is on for user {u.user_id}: {u.reason}" for u in controls.users}
             everyone = f"global kill switch is on: {controls.global_reason}" if controls.global_kill else ""

@@ -96,6 +96,9 @@ class UpdateRecorder(Protocol):
     async def record(self, update: common_pb2.ExecutionUpdate) -> common_pb2.ExecutionUpdate: ...
 
 
+#: A pair is being traded while an order needed its price within this many seconds.
+HOT_PAIR_S = 10.0
+
 @dataclasses.dataclass(frozen=True)
 class ExecutionConfig:
     max_queue_size: int = 1000
@@ -261,6 +264,8 @@ class ExecutorEngine:
         self._accounts = accounts or _keyless_account
         #: pair -> the book read in flight for orders waiting to be priced
         self._book_reads: dict[str, asyncio.Future[OrderBook]] = {}
+        # When an order last needed each pair's price (the engine's clock): see refresh_quotes.
+        self._ordered_at: dict[str, float] = {}
         # Kill switches as the permission service last told us: user -> reason, and the global one.
         self._killed_users: dict[str, str] = {}
         self._killed_all = ""
@@ -445,7 +450,7 @@ class ExecutorEngine:
     async def refresh_quotes(self) -> None:
         """Re-read the listed pairs' books (best prices, visible liquidity per side) as far as the
         exchange's public budget allows right now, oldest first; orders never wait behind this."""
-        pairs = sorted(self._markets, key=lambda p: self._quotes[p].at if p in self._quotes else -1.0)
+        pairs = sorted(self._markets, key=self._refresh_urgency)
         if self.breaker.state is not BreakerState.CLOSED:
             # The exchange is left alone for the breaker's open period, then one read is its probe.
             pairs = pairs[:1] if self.breaker.allow() else []
@@ -467,6 +472,17 @@ class ExecutorEngine:
             pairs = allowed
         await asyncio.gather(*(self._refresh_quote(pair) for pair in pairs))
         self._touch()
+
+    def _refresh_urgency(self, pair: str) -> tuple[int, float]:
+        """Oldest quote first; but a pair orders are trading, whose quote is half way to stale,
+        goes ahead of all others: kept fresh by these reads, its orders never wait for a book
+        read of their own (which can wait a second for the exchange's public budget)."""
+        quote = self._quotes.get(pair)
+        at = quote.at if quote is not None else -1.0
+        now = self._clock()
+        trading = now - self._ordered_at.get(pair, -math.inf) <= HOT_PAIR_S
+        stale_soon = now - at >= self._config.quote_max_age_s / 2
+        return (0 if trading and stale_soon else 1, at)
 
     # ---- change notification ------------------------------------------------------------------
 
@@ -765,6 +781,7 @@ class ExecutorEngine:
 
     async def _new_request(self, job: _Job, market: Market, leg: int, leg_usd: Decimal) -> OrderRequest:
         signal = job.signal
+        self._ordered_at[signal.pair] = self._clock()
         quote = self._quotes.get(signal.pair)
         if quote is not None and self._clock() - quote.at <= self._config.quote_max_age_s:
             touch: Decimal | None = quote.best_ask if signal.side is Side.BUY else quote.best_bid

@@ -125,8 +125,8 @@ class TokenAuthority:
 
 
 class Controls:
-    """The kill switches. Every change made here is pushed to watchers at once; changes made by
-    another permission replica (same database) are noticed within `poll_s`."""
+    """The kill switches, and the API keys' version. A kill switch changed here is pushed to
+    watchers at once; other changes (another replica's, a key set) are noticed within `poll_s`."""
 
     def __init__(self, store: UserStore, poll_s: float = 1.0) -> None:
         self._store = store
@@ -138,15 +138,20 @@ class Controls:
 
     async def set(self, user_id: str | None, on: bool, reason: str) -> KillSwitches:
         await self._store.set_kill_switch(user_id, on, reason)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.changed()
         return await self._store.kill_switches()
 
-    async def watch(self) -> AsyncIterator[KillSwitches]:
+    def changed(self) -> None:
+        """Something watchers follow changed here (a kill switch, an API key): tell them now."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def watch(self) -> AsyncIterator[tuple[KillSwitches, str]]:
+        """(kill switches, API keys' version) now, then on every change of either."""
         last = None
         while True:
             changed = self._changed
-            current = await self._store.kill_switches()
+            current = await self._store.controls()
             if current != last:
                 yield current
                 last = current

@@ -204,8 +204,8 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
     async def WatchControls(
         self, request: permission_pb2.WatchControlsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[permission_pb2.WatchControlsResponse]:
-        async for switches in self._controls.watch():
-            yield controls_to_pb(switches)
+        async for switches, api_keys_version in self._controls.watch():
+            yield controls_to_pb(switches, api_keys_version)
 
 
 class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
@@ -317,6 +317,7 @@ class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
                 raise invalid("CREDENTIAL_TOO_LONG", f"credentials.{name} is longer than {MAX_CREDENTIAL_CHARS}",
                               field=f"credentials.{name}")
         info = await self._accounts.set_credentials(user_id, broker, pb.api_key, pb.api_secret, pb.passphrase)
+        self._controls.changed()  # executors drop the credentials they hold
         _audit("api keys set", user_id=user_id, broker=broker)
         return permission_pb2.SetApiKeysResponse(info=api_key_info_pb(info))
 
@@ -335,6 +336,7 @@ class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
     ) -> permission_pb2.DeleteApiKeysResponse:
         user_id, broker = _user_id(request.user_id), _broker(request.broker)
         deleted = await _guard(self._store.delete_api_key(user_id, broker))
+        self._controls.changed()  # executors drop the credentials they hold
         _audit("api keys deleted", user_id=user_id, broker=broker)
         return permission_pb2.DeleteApiKeysResponse(deleted=deleted)
 
@@ -343,6 +345,7 @@ class AdminServicer(_Owner, permission_pb2_grpc.AdminServiceServicer):
         self, request: permission_pb2.RotateMasterKeyRequest, context: grpc.aio.ServicerContext
     ) -> permission_pb2.RotateMasterKeyResponse:
         active, resealed = await self._accounts.rotate()
+        self._controls.changed()  # executors drop the credentials they hold
         _audit("master key rotated", active_key_id=active, resealed=str(resealed))
         return permission_pb2.RotateMasterKeyResponse(active_key_id=active, resealed=resealed)
 
@@ -618,11 +621,12 @@ def position_to_pb(position: Position) -> permission_pb2.Position:
     )
 
 
-def controls_to_pb(switches) -> permission_pb2.WatchControlsResponse:  # type: ignore[no-untyped-def]
+def controls_to_pb(switches, api_keys_version: str = "") -> permission_pb2.WatchControlsResponse:  # type: ignore[no-untyped-def]
     return permission_pb2.WatchControlsResponse(
         global_kill=switches.global_on,
         global_reason=switches.global_reason,
         users=[permission_pb2.UserKillSwitch(user_id=u, reason=r) for u, r in sorted(switches.users.items())],
+        api_keys_version=api_keys_version,
     )
 
 

@@ -435,6 +435,10 @@ class UserStore:
     async def kill_switches(self) -> KillSwitches:
         return await self._tx(_kill_switches, write=False)
 
+    async def controls(self) -> tuple[KillSwitches, str]:
+        """The kill switches and the API keys' version (see api_keys_version), in one read."""
+        return await self._tx(lambda db: (_kill_switches(db), _api_keys_version(db)), write=False)
+
     # Reservations, fills, positions.
 
     async def reserve(self, request: TradeRequest) -> Reservation:
@@ -863,6 +867,13 @@ def _kill_switches(db: Database) -> KillSwitches:
     global_on, global_reason = db.one("SELECT kill_on, kill_reason FROM controls WHERE id = 1") or (0, "")
     users = db.query("SELECT user_id, kill_reason FROM users WHERE kill_on = 1 ORDER BY user_id")
     return KillSwitches(global_on=bool(global_on), global_reason=global_reason, users=dict(users))
+
+
+def _api_keys_version(db: Database) -> str:
+    """Changes whenever a key is set, replaced, re-sealed (each stamps updated_at) or deleted (the
+    count drops): what executors watch to know their cached credentials are still current."""
+    count, latest = db.one("SELECT COUNT(*), COALESCE(MAX(updated_at), '') FROM api_keys") or (0, "")
+    return f"{count}@{latest}"
 
 
 def _bucket(db: Database, user_id: str) -> Bucket | None:

@@ -3,6 +3,7 @@ the real permission gRPC server on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -224,3 +225,28 @@ async def test_a_denial_carries_no_api_key_brokers(admin, permission):
     assert list(check.api_key_brokers) == [] and list(reserve.api_key_brokers) == []
     allowed = await permission.CheckTrade(pb.CheckTradeRequest(**trade("dave", "d-2")), timeout=5)
     assert list(allowed.api_key_brokers) == ["coinbase"]
+
+
+async def test_the_controls_stream_announces_every_change_of_the_api_keys(server, admin):
+    """Executors keep a user's credentials until the API keys' version on WatchControls changes."""
+    channel = channel_as(server.target, "executor-kraken")
+    watch = permission_pb2_grpc.PermissionServiceStub(channel).WatchControls(pb.WatchControlsRequest(), timeout=30)
+    first = await watch.read()
+    assert first.api_keys_version
+
+    await admin.SetApiKeys(pb.SetApiKeysRequest(
+        user_id="alice", broker="kraken", credentials=pb.ApiCredentials(api_key="AK-1", api_secret="s")), timeout=5)
+    set_once = await asyncio.wait_for(watch.read(), 5)
+    assert set_once.api_keys_version != first.api_keys_version
+
+    await admin.SetApiKeys(pb.SetApiKeysRequest(  # replaced: same count, new stamp
+        user_id="alice", broker="kraken", credentials=pb.ApiCredentials(api_key="AK-2", api_secret="s")), timeout=5)
+    replaced = await asyncio.wait_for(watch.read(), 5)
+    assert replaced.api_keys_version not in (first.api_keys_version, set_once.api_keys_version)
+
+    await admin.DeleteApiKeys(pb.DeleteApiKeysRequest(user_id="alice", broker="kraken"), timeout=5)
+    deleted = await asyncio.wait_for(watch.read(), 5)
+    assert deleted.api_keys_version not in (set_once.api_keys_version, replaced.api_keys_version)
+    assert not deleted.global_kill and list(deleted.users) == []  # the kill switches ride along, unchanged
+    watch.cancel()
+    await channel.close()

@@ -463,3 +463,62 @@ async def test_expired_limit_rest_converts_to_market():
     assert kinds == ["limit", "market"] and len({o.client_order_id for o in venue.orders.values()}) == 2
     assert Decimal(updates[-1].filled_quantity) == Decimal(updates[-1].order_quantity) == Decimal("0.01")
     await engine.stop()
+
+
+class ManyPairsVenue(ScriptedVenue):
+    """Four pairs listed; records which books were read, in order."""
+
+    PAIRS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD")
+
+    def __init__(self) -> None:
+        super().__init__(ask_quantity=Decimal(1000))
+        self.book_reads: list[str] = []
+
+    async def load_markets(self):
+        return {p: dataclasses.replace(MARKET, pair=p, base=p.split("-")[0]) for p in self.PAIRS}
+
+    async def fetch_order_book(self, pair, depth=0):
+        self.book_reads.append(pair)
+        return await super().fetch_order_book(pair, depth)
+
+
+async def test_a_pair_orders_trade_is_refreshed_before_its_quote_goes_stale():
+    """Quotes are refreshed oldest first, except that a pair orders are trading goes first once its
+    quote is half way to stale: its orders then never read the book (and wait for budget) themselves."""
+    venue = ManyPairsVenue()
+    clock = FakeTime()
+    engine = ExecutorEngine("binance", venue, MemoryLedger(), ExecutionConfig(rate_limits=False, quote_max_age_s=2.0),
+                            clock=clock.clock, sleep=clock.sleep)
+    await engine.load_markets()
+    engine.start_workers()
+    for pair in ManyPairsVenue.PAIRS:  # read at t = 0, 1, 2, 3: BTC's quote is the oldest
+        clock.now = float(ManyPairsVenue.PAIRS.index(pair))
+        await engine._refresh_quote(pair)
+    venue.book_reads.clear()
+
+    clock.now = 3.5  # SOL is traded, its quote 1.5 s old: not read by the order itself
+    updates = await run(engine, dataclasses.replace(signal(sid="sol-1", usd="100"), pair="SOL-USD"))
+    assert statuses(updates)[-1] is Status.FILLED and venue.book_reads == []
+
+    await engine.refresh_quotes()
+    assert venue.book_reads[0] == "SOL-USD"  # traded and half way to stale: ahead of older BTC
+    assert venue.book_reads[1:] == ["BTC-USD", "ETH-USD", "XRP-USD"]  # then oldest first
+
+    venue.book_reads.clear()
+    clock.now = 3.6  # every quote just read (no budget here): SOL is not urgent any more
+    await engine.refresh_quotes()
+    assert venue.book_reads[0] == "BTC-USD"  # all equally fresh: in listing order, SOL no longer first
+
+    venue.book_reads.clear()
+    clock.now = 20.0  # no order for SOL for 10 s: no longer ahead of the oldest
+    for pair in ("BTC-USD", "ETH-USD", "XRP-USD"):
+        await engine._refresh_quote(pair)
+    clock.now = 21.0
+    venue.book_reads.clear()
+    await engine.refresh_quotes()
+    assert venue.book_reads[0] == "SOL-USD"  # simply the oldest now
+    clock.now = 21.1
+    venue.book_reads.clear()
+    await engine.refresh_quotes()
+    assert venue.book_reads[0] == "BTC-USD"
+    await engine.stop()

@@ -316,14 +316,16 @@ class UserKillSwitch(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WatchControlsResponse(_message.Message):
-    __slots__ = ("global_kill", "global_reason", "users")
+    __slots__ = ("global_kill", "global_reason", "users", "api_keys_version")
     GLOBAL_KILL_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_REASON_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_VERSION_FIELD_NUMBER: _ClassVar[int]
     global_kill: bool
     global_reason: str
     users: _containers.RepeatedCompositeFieldContainer[UserKillSwitch]
-    def __init__(self, global_kill: _Optional[bool] = ..., global_reason: _Optional[str] = ..., users: _Optional[_Iterable[_Union[UserKillSwitch, _Mapping]]] = ...) -> None: ...
+    api_keys_version: str
+    def __init__(self, global_kill: _Optional[bool] = ..., global_reason: _Optional[str] = ..., users: _Optional[_Iterable[_Union[UserKillSwitch, _Mapping]]] = ..., api_keys_version: _Optional[str] = ...) -> None: ...
 
 class PutUserRequest(_message.Message):
     __slots__ = ("user",)
