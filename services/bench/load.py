@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 from nija.common.v1 import common_pb2
@@ -343,17 +345,65 @@ async def run_flood(
     router: str, security: Security, user: str, make: Callable[[str], common_pb2.TradeSignal],
     concurrency: int, stop: asyncio.Event,
 ) -> LoadResult:
-    """One user sending at full speed (`concurrency` callers) until `stop`."""
+    """One user sending at full speed (`concurrency` callers) until `stop`. Its signals still in
+    flight then are left to the mesh (their orders go on; a flood's accepted orders can wait a
+    long while for the exchange's per-account budget)."""
     rec = Recorder()
     async with open_channel(router, security) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
 
         async def worker() -> None:
-            while not stop.is_set():
+            while True:
                 await submit_one(stub, make(user), rec)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await stop.wait()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
     return rec.finish()
+
+
+def _flood_in_process(router: str, security: Security, user: str, run_id: str, concurrency: int,
+                      stop: Any, results: Any) -> None:
+    """A child process's body: flood until `stop` (a multiprocessing Event) is set."""
+    signals = Signals(run_id=f"{run_id}-flood")
+
+    async def main() -> LoadResult:
+        done = asyncio.Event()
+        flood = asyncio.create_task(run_flood(router, security, user, lambda u: signals.make("flood", u),
+                                              concurrency, done))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        done.set()
+        return await flood
+
+    result = asyncio.run(main())
+    results.put({"sent": result.sent, "elapsed_s": result.elapsed_s, "outcomes": dict(result.outcomes),
+                 "client_cpu_s": result.client_cpu_s})
+
+
+class FloodProcess:
+    """One user flooding from a process of its own, as a real neighbour is another client: the
+    flood then competes with the quiet users for the mesh, not for the load generator's loop."""
+
+    def __init__(self, router: str, security: Security, user: str, run_id: str, concurrency: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=_flood_in_process, args=(router, security, user, run_id, concurrency, self._stop, self._results),
+            daemon=True,
+        )
+        self._process.start()
+
+    async def finish(self, timeout_s: float = 60.0) -> LoadResult:
+        self._stop.set()
+        summary = await asyncio.to_thread(self._results.get, True, timeout_s)
+        await asyncio.to_thread(self._process.join, timeout_s)
+        out = LoadResult(sent=summary["sent"], elapsed_s=summary["elapsed_s"], client_cpu_s=summary["client_cpu_s"])
+        out.outcomes.update(summary["outcomes"])
+        return out
 
 
 # ---- the bare baseline -------------------------------------------------------------------------

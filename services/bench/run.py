@@ -415,12 +415,10 @@ class Bench:
         with self.phases.phase(f"noisy: {c.quiet_users} quiet users alone", total=expected) as tick:
             alone = await load.run_paced(router, mesh.admin, quiet, make, 1.0, c.noisy_s, tick)
         with self.phases.phase("noisy: ... with one flooding", total=expected) as tick:
-            stop = asyncio.Event()
-            flood = asyncio.create_task(load.run_flood(router, mesh.admin, flooder, make, c.flood_concurrency, stop))
-            await asyncio.sleep(0.5)  # the flood is at full speed before the quiet users start
+            flood = load.FloodProcess(router, mesh.admin, flooder, self.signals.run_id, c.flood_concurrency)
+            await asyncio.sleep(2.0)  # the flood is at full speed before the quiet users start
             flooded = await load.run_paced(router, mesh.admin, quiet, make, 1.0, c.noisy_s, tick)
-            stop.set()
-            flood_res = await flood
+            flood_res = await flood.finish()
         a, f = stats.percentiles(alone.terminal_ns), stats.percentiles(flooded.terminal_ns)
         refusals = {k: v for k, v in flood_res.outcomes.items() if k.startswith("refused:")}
         self.result["noisy"] = {

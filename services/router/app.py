@@ -69,6 +69,10 @@ class Config:
     fanout_concurrency: int = 64
     # Signals one SubmitSignals stream may have in flight; one more is refused (STREAM_IN_FLIGHT_LIMIT).
     max_stream_in_flight: int = 1000
+    # Signals of one user decided at once; the user's others wait (never refused for it).
+    decisions_per_user: int = 8
+    # A rate-limit refusal holds its user's decision slot this long (a flood slows itself).
+    rate_limited_hold_s: float = 0.25
 
     def executors(self) -> dict[str, str]:
         out = {}
@@ -89,12 +93,18 @@ class Config:
             raise ConfigError("fanout_concurrency must be at least 1")
         if self.max_stream_in_flight < 1:
             raise ConfigError("max_stream_in_flight must be at least 1")
+        if self.decisions_per_user < 1:
+            raise ConfigError("decisions_per_user must be at least 1")
+        if not 0 <= self.rate_limited_hold_s <= 10:
+            raise ConfigError("rate_limited_hold_s must be between 0 and 10")
 
     def routing(self) -> RoutingConfig:
         return RoutingConfig(
             execute_timeout_s=self.execute_timeout_s,
             max_attempts=self.max_attempts,
             admission_wait_s=self.admission_wait_s,
+            decisions_per_user=self.decisions_per_user,
+            rate_limited_hold_s=self.rate_limited_hold_s,
             balancing=BalancingConfig(Balancing(self.balancing), self.balancing_margin, self.min_split_leg_usd),
         )
 

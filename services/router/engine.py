@@ -53,6 +53,7 @@ from services.domain.signal import PARENT_KEY, Signal
 from services.domain.states import Status
 from services.permission.client import PermissionClient
 from services.router.directory import ExecutorDirectory
+from services.router.slots import UserSlots
 from services.runtime import metrics, tracing
 from services.runtime.channels import bounded, raise_if_cancelled
 from services.runtime.errors import (
@@ -112,6 +113,13 @@ class RoutingConfig:
     # long to show it admitted the order (a restart recovers it from the journal) before the
     # order goes to the next route.
     admission_wait_s: float = 10.0
+    # Signals of one user decided at once (permission check, reservation); the rest wait their
+    # turn, so one user's flood cannot crowd out everyone else's decisions (slots.UserSlots).
+    decisions_per_user: int = 8
+    # A signal refused for its user's rate limit keeps its decision slot this long before the
+    # refusal is sent: a client flooding at full speed is slowed to its own slots' pace instead
+    # of spending everyone's CPU on refusals (the answer is the same, only later).
+    rate_limited_hold_s: float = 0.25
     balancing: BalancingConfig = BalancingConfig()
 
 
@@ -145,6 +153,7 @@ class RouterEngine:
         self._config = config
         self.performance = performance or PairPerformance()
         self._rng = rng or random.Random()
+        self._deciding = UserSlots(config.decisions_per_user)
         # Orders being driven to their end, whether or not their caller is still listening.
         self._driving: set[asyncio.Task[None]] = set()
 
@@ -204,7 +213,13 @@ class RouterEngine:
         stored updates after `after_sequence` are streamed (a client re-attaching)."""
         started = time.perf_counter()
         with tracing.span("router.decide", signal_id=pb_signal.signal_id, user_id=pb_signal.user_id, pair=pb_signal.pair):
-            prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
+            async with self._deciding.slot(pb_signal.user_id):
+                try:
+                    prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
+                except ServiceError as err:
+                    if err.reason == "USER_RATE_LIMITED":
+                        await self._hold_refusal(time_remaining)
+                    raise
             tracing.annotate(broker=prepared.plan.routes[0].broker if prepared.plan.routes else "")
         metrics.ROUTING_LATENCY.observe(time.perf_counter() - started)
         signal, plan = prepared.signal, prepared.plan
@@ -241,6 +256,15 @@ class RouterEngine:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+    async def _hold_refusal(self, time_remaining: float | None) -> None:
+        """The user's slot stays taken a while before their rate-limit refusal goes out (within
+        what the caller's deadline leaves, so they still get the refusal, not a timeout)."""
+        hold = self._config.rate_limited_hold_s
+        if time_remaining is not None:
+            hold = min(hold, time_remaining / 2)
+        if hold > 0:
+            await asyncio.sleep(hold)
 
     async def _drive(
         self,

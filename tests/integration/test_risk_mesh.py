@@ -95,3 +95,31 @@ async def test_the_kill_switch_reaches_every_executor_and_is_the_denial_reason(m
         await asyncio.sleep(0.01)
     after = await mesh.submit(signal(user="bob", pair="ETH-USD", usd="50", signal_id="revived-1"))
     assert status_name(after[-1].status) == "filled"
+
+
+async def test_a_users_rate_limit_refusals_are_held_back_and_only_theirs(mesh: InProcessMesh) -> None:
+    """Over the rate limit: refused as before, but each refusal holds the user's decision slot for
+    rate_limited_hold_s (0.25 s) first, so a flooding client slows itself; another user's signal
+    sent meanwhile is decided without waiting for them."""
+    admin = permission_pb2_grpc.AdminServiceStub(mesh.channel("permission"))
+    await admin.SetLimits(permission_pb2.SetLimitsRequest(
+        user_id="bob", limits=permission_pb2.RiskLimits(trades_per_second="0.01", trade_burst=1)))
+
+    async def timed(user: str, signal_id: str) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            updates = await mesh.submit(signal(user=user, pair="ETH-USD", usd="50", signal_id=signal_id))
+            outcome = status_name(updates[-1].status)
+        except grpc.aio.AioRpcError as exc:
+            outcome = reason_of(exc)
+        return outcome, time.monotonic() - started
+
+    first = await timed("bob", "flood-0")
+    assert first[0] == "filled"
+    floods = [asyncio.create_task(timed("bob", f"flood-{i}")) for i in range(1, 4)]
+    await asyncio.sleep(0.05)
+    other, _ = await timed("alice", "not-held")
+    refused = await asyncio.gather(*floods)
+    assert other == "filled"
+    assert [outcome for outcome, _ in refused] == ["USER_RATE_LIMITED"] * 3
+    assert min(elapsed for _, elapsed in refused) >= 0.25  # held, never sooner
