@@ -28,7 +28,7 @@ from opentelemetry import trace
 
 from services.runtime import tracing
 from services.runtime.channels import bounded, open_channel
-from services.runtime.errors import ServiceError, from_refusal, reason_of, relay
+from services.runtime.errors import ServiceError, from_refusal, relay
 from services.runtime.security import Security
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _stream_error(exc: BaseException) -> ServiceError:
         return exc
     if isinstance(exc, grpc.aio.AioRpcError):
         if exc.code() in _STREAM_REFUSED:
-            return ServiceError(exc.code(), reason_of(exc) or exc.code().name, exc.details() or "")
+            return relay(exc)
         return ServiceError(
             grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", f"ledger stream broke: {exc.code().name} {exc.details() or ''}"
         )

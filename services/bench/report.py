@@ -176,15 +176,8 @@ def write_charts(result: Mapping[str, Any], out_dir: pathlib.Path) -> tuple[list
     ax.set_xscale("log")
     if span:  # the buckets that hold samples, not the whole 0.1 ms .. 100 s range
         ax.set_xlim(min(span) / 1.5, max(span) * 1.5)
-    ax.set_xlabel("submit -> terminal (ms, log scale)")
-    ax.set_ylabel("signals")
-    ax.set_title("Latency, submit -> terminal update")
-    if plotted:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "latency.png", dpi=100)
-    plt.close(fig)
-    written.append("latency.png")
+    written.append(_save(plt, fig, ax, plotted, out_dir / "latency.png", "submit -> terminal (ms, log scale)",
+                         "signals", "Latency, submit -> terminal update"))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotted = False
@@ -195,13 +188,19 @@ def write_charts(result: Mapping[str, Any], out_dir: pathlib.Path) -> tuple[list
         step = series[1][0] - series[0][0] if len(series) > 1 else 0.5
         ax.plot([t for t, _ in series], [c / step for _, c in series], label=label, drawstyle="steps-post")
         plotted = True
-    ax.set_xlabel("seconds since the phase started")
-    ax.set_ylabel("completed signals / s")
-    ax.set_title("Throughput over time (per 0.5 s)")
+    written.append(_save(plt, fig, ax, plotted, out_dir / "throughput.png", "seconds since the phase started",
+                         "completed signals / s", "Throughput over time (per 0.5 s)"))
+    return written, ""
+
+
+def _save(plt: Any, fig: Any, ax: Any, plotted: bool, path: pathlib.Path, xlabel: str, ylabel: str, title: str) -> str:
+    """Label a chart, write it as `path` and free it; its file name."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     if plotted:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "throughput.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    written.append("throughput.png")
-    return written, ""
+    return path.name
