@@ -202,6 +202,13 @@ async def _kill_switch(mesh: UpMesh) -> dict[str, object]:
     await asyncio.wait_for(asyncio.gather(resting, twap), 10)
     open_orders_done_at = time.monotonic()
     await asyncio.sleep(1.5)
+    # Until the bystander has finished a signal sent after the switch (one can wait seconds for its
+    # exchange account's order budget on a busy machine): the evidence the assertions need.
+    evidence_by = time.monotonic() + 20
+    while not any(u == "bystander" and started >= acknowledged_at for u, started, _ in outcomes):
+        if time.monotonic() > evidence_by:
+            break
+        await asyncio.sleep(0.05)
     stop_load.set()
     await asyncio.gather(*loaders)
 
