@@ -261,7 +261,7 @@ async def test_a_signal_beyond_the_streams_in_flight_limit_is_refused_and_not_su
         await slow_venues(mesh, 400)  # the first two are still in flight when the third arrives
         outbox = Outbox()
         call = router(mesh, "alice").SubmitSignals(outbox.requests(), timeout=60)
-        pbs = [signal(user="alice", usd="60", signal_id=f"limit-{i}") for i in range(3)]
+        pbs = [signal(user="alice", usd="60", kind=common_pb2.SIGNAL_TYPE_EXIT, signal_id=f"limit-{i}") for i in range(3)]
         for pb in pbs:
             outbox.send(pb)
         got: dict[str, list[router_pb2.SubmitSignalsResponse]] = defaultdict(list)
