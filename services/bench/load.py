@@ -114,6 +114,16 @@ class LoadResult:
     #: CPU seconds of the load generator's own process over the phase (all its threads).
     client_cpu_s: float = 0.0
 
+    def absorb(self, other: LoadResult) -> None:
+        """Add another phase's figures to these (the noisy mode's interleaved windows)."""
+        self.sent += other.sent
+        self.elapsed_s += other.elapsed_s
+        self.first_ns += other.first_ns
+        self.terminal_ns += other.terminal_ns
+        self.outcomes += other.outcomes
+        self.updates += other.updates
+        self.client_cpu_s += other.client_cpu_s
+
     @property
     def ended(self) -> int:
         """Signals that reached a terminal state (any)."""
@@ -343,59 +353,68 @@ async def run_paced(
 
 async def run_flood(
     router: str, security: Security, user: str, make: Callable[[str], common_pb2.TradeSignal],
-    concurrency: int, stop: asyncio.Event,
+    concurrency: int, flooding: Callable[[], bool], stop: Callable[[], bool], ready: Callable[[], None],
 ) -> LoadResult:
-    """One user sending at full speed (`concurrency` callers) until `stop`. Its signals still in
-    flight then are left to the mesh (their orders go on; a flood's accepted orders can wait a
-    long while for the exchange's per-account budget)."""
+    """One user sending at full speed (`concurrency` callers) while `flooding()`, until `stop()`.
+    Paused, it cancels its calls in flight, as a client that goes quiet would; the orders the
+    mesh already accepted for them go on (a flood's accepted orders can wait a long while for the
+    exchange's per-account budget)."""
     rec = Recorder()
     async with open_channel(router, security) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 30)
         stub = router_pb2_grpc.RouterServiceStub(channel)
+        ready()
 
         async def worker() -> None:
             while True:
                 await submit_one(stub, make(user), rec)
 
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        await stop.wait()
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        while not stop():
+            if not flooding():
+                await asyncio.sleep(0.02)
+                continue
+            workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+            while flooding() and not stop():
+                await asyncio.sleep(0.02)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
     return rec.finish()
 
 
 def _flood_in_process(router: str, security: Security, user: str, run_id: str, concurrency: int,
-                      stop: Any, results: Any) -> None:
-    """A child process's body: flood until `stop` (a multiprocessing Event) is set."""
+                      flooding: Any, stop: Any, ready: Any, results: Any) -> None:
+    """A child process's body: flood while `flooding` is set, until `stop` is (multiprocessing
+    Events); `ready` is set once its channel is up."""
     signals = Signals(run_id=f"{run_id}-flood")
-
-    async def main() -> LoadResult:
-        done = asyncio.Event()
-        flood = asyncio.create_task(run_flood(router, security, user, lambda u: signals.make("flood", u),
-                                              concurrency, done))
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        done.set()
-        return await flood
-
-    result = asyncio.run(main())
+    result = asyncio.run(run_flood(router, security, user, lambda u: signals.make("flood", u), concurrency,
+                                   flooding.is_set, stop.is_set, ready.set))
     results.put({"sent": result.sent, "elapsed_s": result.elapsed_s, "outcomes": dict(result.outcomes),
                  "client_cpu_s": result.client_cpu_s})
 
 
 class FloodProcess:
     """One user flooding from a process of its own, as a real neighbour is another client: the
-    flood then competes with the quiet users for the mesh, not for the load generator's loop."""
+    flood then competes with the quiet users for the mesh, not for the load generator's loop. It
+    starts paused; `flood(True)` and `flood(False)` turn it on and off."""
 
     def __init__(self, router: str, security: Security, user: str, run_id: str, concurrency: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
+        self._flooding, self._stop, self._ready = context.Event(), context.Event(), context.Event()
         self._results = context.Queue()
         self._process = context.Process(
-            target=_flood_in_process, args=(router, security, user, run_id, concurrency, self._stop, self._results),
+            target=_flood_in_process,
+            args=(router, security, user, run_id, concurrency, self._flooding, self._stop, self._ready, self._results),
             daemon=True,
         )
         self._process.start()
+
+    async def ready(self, timeout_s: float = 60.0) -> None:
+        if not await asyncio.to_thread(self._ready.wait, timeout_s):
+            raise TimeoutError(f"the flooding client did not connect within {timeout_s:g} s")
+
+    def flood(self, on: bool) -> None:
+        (self._flooding.set if on else self._flooding.clear)()
 
     async def finish(self, timeout_s: float = 60.0) -> LoadResult:
         self._stop.set()

@@ -29,9 +29,13 @@ EXPLANATIONS = """\
   {routing_c}. The in-mesh figure is read from the router's `nija_routing_latency_seconds`
   histogram during the sustained run: the upper bound of the bucket holding the p99 (bucket
   resolution, not a measurement).
-- **noisy**: {quiet} quiet users each send 1 signal/s for {noisy_s} s alone, then again while one
-  user floods at concurrency {flood_c}; the flood user's own per-user rate limit binds (its
-  refusals are counted), which is the isolation being measured.
+- **noisy**: {quiet} quiet users each send 1 signal/s for {noisy_s} s in each of three conditions:
+  alone; beside a neighbour trading steadily just under its rate limit; beside a neighbour
+  flooding at concurrency {flood_c} from a process of its own, whose rate limit binds (its
+  refusals are counted). The conditions alternate in {windows} windows each, so a shared
+  machine's drift weighs on all alike. "At its limit / alone" is what a neighbour's permitted
+  trades cost the others (shared CPU); "flooded / at its limit" is what its excess costs, which
+  is the isolation being measured.
 - **scale**: a fresh mesh with {factor}x the users and signals, same concurrency; peak RSS (VmHWM)
   per service at 1x and {factor}x. Sub-linear: every service grows by less than the users factor.
 - Users are created through `AdminService/PutUser` with realistic limits that a run never reaches
@@ -142,7 +146,7 @@ def render_markdown(result: Mapping[str, Any], checks: Sequence[Check]) -> str:
         signals=config.get("signals"), concurrency=config.get("concurrency"), streams=config.get("streams"),
         payload=get(result, "baseline.payload_bytes") or "?", routing_c=get(result, "routing.concurrency") or 100,
         quiet=get(result, "noisy.quiet_users") or config.get("quiet_users"),
-        noisy_s=config.get("noisy_s"), flood_c=config.get("flood_concurrency"), factor=config.get("scale_factor"),
+        noisy_s=config.get("noisy_s"), windows=config.get("noisy_windows"), flood_c=config.get("flood_concurrency"), factor=config.get("scale_factor"),
     ))
     charts = result.get("charts") or []
     if charts:

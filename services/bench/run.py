@@ -39,6 +39,13 @@ RATE_LIMIT_WAITS = "nija_rate_limit_waits_total"
 RPC_CALLS = "nija_rpc_calls_total"
 LATENCY_EDGES_MS = stats.log_edges(0.1, 100_000.0, 20)
 MB = 1024.0  # VmHWM is in kB
+NOISY_SETTLE_S = 1.0  # before each noisy window: the last window's calls gone
+# Before a flooded window: the flood at full speed, its rate-limit burst (refilled while it was
+# paused) spent, so each window sees the flood's steady state, as a flood that never paused would.
+FLOOD_LEAD_S = 2.5
+NOISY_CONDITIONS = ("alone", "at_limit", "flooded")
+# The steady neighbour: just under the bench users' rate limit (load.limits), so never refused.
+NEIGHBOUR_AT_LIMIT_PER_S = 19.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +62,9 @@ class BenchConfig:
     quotes: int = 5000
     routing_concurrency: int = targets.ROUTING_AT_CONCURRENCY
     quiet_users: int = 50
+    #: Seconds the quiet users trade in each condition, split into this many windows per condition.
     noisy_s: float = 20.0
+    noisy_windows: int = 4
     flood_concurrency: int = 100
     scale_factor: int = 10
     #: The executors keep the exchanges' published request budgets (per account and per IP).
@@ -67,7 +76,7 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; known: {', '.join(MODES)}")
         for name in ("users", "signals", "concurrency", "burst", "streams", "quotes", "quiet_users",
-                     "flood_concurrency", "scale_factor"):
+                     "noisy_windows", "flood_concurrency", "scale_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.venue_latency_ms < 0 or self.noisy_s <= 0:
@@ -76,8 +85,8 @@ class BenchConfig:
     @classmethod
     def quick_figures(cls) -> dict[str, Any]:
         """A smoke run's figures: small enough for a test, every mode still exercised."""
-        return {"users": 100, "signals": 300, "burst": 200, "quotes": 500, "noisy_s": 5.0, "scale_factor": 3,
-                "quiet_users": 10, "warmup": 50}
+        return {"users": 100, "signals": 300, "burst": 200, "quotes": 500, "noisy_s": 5.0, "noisy_windows": 2,
+                "scale_factor": 3, "quiet_users": 10, "warmup": 50}
 
     def mesh_settings(self) -> dict[str, dict[str, str]]:
         settings: dict[str, dict[str, str]] = {}
@@ -133,6 +142,10 @@ class Phases:
 def _pct(samples: list[int]) -> dict[str, Any] | None:
     p = stats.percentiles(samples)
     return p.to_dict() if p else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
 def load_figures(res: load.LoadResult, cpu: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -401,31 +414,55 @@ class Bench:
     async def _noisy(self, mesh: RunningMesh) -> None:
         c = self.config
         quiet = [f"bench-quiet-{k:03d}" for k in range(c.quiet_users)]
-        flooder = "bench-flood"
+        flooder, steady = "bench-flood", "bench-steady"
         await load.make_users(mesh.targets["permission"], mesh.admin, quiet, load.limits())
-        await load.make_users(mesh.targets["permission"], mesh.admin, [flooder], load.limits())
+        await load.make_users(mesh.targets["permission"], mesh.admin, [flooder, steady], load.limits())
         router = mesh.targets["router"]
 
         def make(user: str) -> common_pb2.TradeSignal:
             return self.signals.make("noisy", user)
 
         # One signal each first: a user's first trade warms caches (permissions, keys) in every service.
-        await load.run_unary(router, mesh.admin, [make(u) for u in quiet], len(quiet))
-        expected = int(c.quiet_users * c.noisy_s)
-        with self.phases.phase(f"noisy: {c.quiet_users} quiet users alone", total=expected) as tick:
-            alone = await load.run_paced(router, mesh.admin, quiet, make, 1.0, c.noisy_s, tick)
-        with self.phases.phase("noisy: ... with one flooding", total=expected) as tick:
-            flood = load.FloodProcess(router, mesh.admin, flooder, self.signals.run_id, c.flood_concurrency)
-            await asyncio.sleep(2.0)  # the flood is at full speed before the quiet users start
-            flooded = await load.run_paced(router, mesh.admin, quiet, make, 1.0, c.noisy_s, tick)
+        await load.run_unary(router, mesh.admin, [make(u) for u in quiet + [steady]], len(quiet) + 1)
+        # Three conditions: the quiet users alone; with a neighbour trading steadily just under
+        # its rate limit; with a neighbour flooding at full speed. The second separates what the
+        # neighbour's permitted trades cost everyone (CPU) from what its excess costs. They
+        # alternate in windows (alone, at limit, flooded, flooded, at limit, alone, ...), so a
+        # shared machine's drift in speed weighs on all alike: the ratios are measured in one run.
+        window_s = c.noisy_s / c.noisy_windows
+        runs = {condition: load.LoadResult() for condition in NOISY_CONDITIONS}
+        neighbour = load.LoadResult()
+        expected = len(runs) * c.noisy_windows * int(c.quiet_users * window_s)
+        flood = load.FloodProcess(router, mesh.admin, flooder, self.signals.run_id, c.flood_concurrency)
+        with self.phases.phase(f"noisy: {c.quiet_users} quiet users, alone and beside a busy neighbour",
+                               total=expected) as tick:
+            await flood.ready()
+            for k in range(c.noisy_windows):
+                for condition in NOISY_CONDITIONS[:: 1 if k % 2 == 0 else -1]:
+                    flood.flood(condition == "flooded")
+                    await asyncio.sleep(FLOOD_LEAD_S if condition == "flooded" else NOISY_SETTLE_S)
+                    quiet_run = load.run_paced(router, mesh.admin, quiet, make, 1.0, window_s, tick)
+                    if condition == "at_limit":
+                        window, steady_run = await asyncio.gather(quiet_run, load.run_paced(
+                            router, mesh.admin, [steady], make, NEIGHBOUR_AT_LIMIT_PER_S, window_s))
+                        neighbour.absorb(steady_run)
+                    else:
+                        window = await quiet_run
+                    runs[condition].absorb(window)
             flood_res = await flood.finish()
-        a, f = stats.percentiles(alone.terminal_ns), stats.percentiles(flooded.terminal_ns)
+        p99 = {condition: p.p99 if (p := stats.percentiles(run.terminal_ns)) else None
+               for condition, run in runs.items()}
         refusals = {k: v for k, v in flood_res.outcomes.items() if k.startswith("refused:")}
         self.result["noisy"] = {
-            "quiet_users": c.quiet_users, "duration_s": c.noisy_s, "flood_concurrency": c.flood_concurrency,
-            "alone": {"terminal": _pct(alone.terminal_ns), "outcomes": dict(alone.outcomes)},
-            "flooded": {"terminal": _pct(flooded.terminal_ns), "outcomes": dict(flooded.outcomes)},
-            "p99_ratio": round(f.p99 / a.p99, 3) if a and f and a.p99 else None,
+            "quiet_users": c.quiet_users, "duration_s": c.noisy_s, "windows": c.noisy_windows,
+            "flood_concurrency": c.flood_concurrency, "neighbour_at_limit_per_s": NEIGHBOUR_AT_LIMIT_PER_S,
+            **{condition: {"terminal": _pct(run.terminal_ns), "outcomes": dict(run.outcomes)}
+               for condition, run in runs.items()},
+            "p99_ratio": _ratio(p99["flooded"], p99["alone"]),
+            "at_limit_p99_ratio": _ratio(p99["at_limit"], p99["alone"]),
+            "flooded_vs_at_limit_p99_ratio": _ratio(p99["flooded"], p99["at_limit"]),
+            "neighbour_at_limit": {"sent": neighbour.sent, "filled": neighbour.outcomes.get("filled", 0),
+                                   "outcomes": dict(neighbour.outcomes)},
             "flood": {"sent": flood_res.sent, "filled": flood_res.outcomes.get("filled", 0),
                       "refused": sum(refusals.values()), "outcomes": dict(flood_res.outcomes),
                       "per_s": round(stats.rate(flood_res.sent, flood_res.elapsed_s), 1)},

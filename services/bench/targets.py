@@ -129,9 +129,13 @@ def evaluate(result: Mapping[str, Any]) -> list[Check]:
     # 4. the noisy neighbour
     noisy = get(result, "noisy") or {}
     add(_check("noisy", "quiet users' p99, alone", get(noisy, "alone.terminal.p99"), "ms"))
-    add(_check("noisy", "quiet users' p99, flooded", get(noisy, "flooded.terminal.p99"), "ms"))
+    add(_check("noisy", "quiet users' p99, a neighbour trading at its limit", get(noisy, "at_limit.terminal.p99"), "ms"))
+    add(_check("noisy", "quiet users' p99, a neighbour flooding", get(noisy, "flooded.terminal.p99"), "ms"))
     add(_check("noisy", "flooded / alone p99", noisy.get("p99_ratio"), "x", f"<= {NOISY_MAX_RATIO:g}x",
                lambda v: v <= NOISY_MAX_RATIO))
+    add(_check("noisy", "at its limit / alone p99 (what permitted trades cost)", noisy.get("at_limit_p99_ratio"), "x"))
+    add(_check("noisy", "flooded / at its limit p99 (what the excess costs)",
+               noisy.get("flooded_vs_at_limit_p99_ratio"), "x"))
     add(_check("noisy", "flood signals refused (rate limit)", get(noisy, "flood.refused"), "signals"))
 
     # 5. scaling

@@ -111,8 +111,9 @@ def _result(**overrides: object) -> dict:
                    "throughput_series": [[0.0, 1200], [0.5, 1300]]},
         "baseline": {"unary_per_s": 4000.0, "stream_per_s": 4727.0, "payload_bytes": 80},
         "routing": {"concurrency": 100, "latency": {"p50": 1.0, "p90": 2.0, "p99": 4.0, "max": 9.0}},
-        "noisy": {"quiet_users": 50, "alone": {"terminal": {"p99": 30.0}}, "flooded": {"terminal": {"p99": 40.0}},
-                  "p99_ratio": 1.333, "flood": {"refused": 9000}},
+        "noisy": {"quiet_users": 50, "alone": {"terminal": {"p99": 30.0}}, "at_limit": {"terminal": {"p99": 36.0}},
+                  "flooded": {"terminal": {"p99": 40.0}}, "p99_ratio": 1.333, "at_limit_p99_ratio": 1.2,
+                  "flooded_vs_at_limit_p99_ratio": 1.111, "flood": {"refused": 9000}},
         "scale": {"factor": 10, "throughput_ratio": 0.9, "rss_growth": {"router": 1.4, "permission": 2.0},
                   "rss_mb": {"router": 98.0, "permission": 120.0}},
         "services": {"cpu_s": {"router": 12.0, "permission": 9.0}, "peak_rss_mb": {"router": 70.0, "permission": 60.0}},
@@ -193,6 +194,24 @@ def test_the_charts_are_png_files(tmp_path) -> None:
     assert written == ["latency.png", "throughput.png"] and note == ""
     for name in written:
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_noisy_neighbours_two_causes_are_shown_beside_the_target() -> None:
+    checks = _by_name(targets.evaluate(_result()))
+    assert checks["noisy/quiet users' p99, a neighbour trading at its limit"].shown() == "36.00 ms"
+    assert checks["noisy/at its limit / alone p99 (what permitted trades cost)"].shown() == "1.200x"
+    excess = checks["noisy/flooded / at its limit p99 (what the excess costs)"]
+    assert excess.shown() == "1.111x" and excess.verdict == ""  # a figure, not a target
+
+
+def test_interleaved_windows_add_up_to_one_result() -> None:
+    from services.bench.load import LoadResult
+    total, window = LoadResult(), LoadResult(sent=3, elapsed_s=1.5, terminal_ns=[1, 2], updates=7)
+    window.outcomes["filled"] += 2
+    total.absorb(window)
+    total.absorb(window)
+    assert (total.sent, total.elapsed_s, total.terminal_ns, total.updates) == (6, 3.0, [1, 2, 1, 2], 14)
+    assert total.outcomes == {"filled": 4} and total.ended == 4
 
 
 def test_calls_per_signal_are_the_counter_deltas_by_server_and_method() -> None:
