@@ -28,8 +28,9 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 import grpc
 from nija.common.v1 import common_pb2
@@ -154,8 +155,8 @@ class RouterEngine:
         self.performance = performance or PairPerformance()
         self._rng = rng or random.Random()
         self._deciding = UserSlots(config.decisions_per_user)
-        # Orders being driven to their end, whether or not their caller is still listening.
-        self._driving: set[asyncio.Task[None]] = set()
+        # Orders being begun or driven to their end, whether or not their caller is still listening.
+        self._driving: set[asyncio.Task[Any]] = set()
 
     # ---- decide --------------------------------------------------------------------------------
 
@@ -212,15 +213,45 @@ class RouterEngine:
         """The signal's updates as persisted. A signal submitted before is not placed again: its
         stored updates after `after_sequence` are streamed (a client re-attaching)."""
         started = time.perf_counter()
-        with tracing.span("router.decide", signal_id=pb_signal.signal_id, user_id=pb_signal.user_id, pair=pb_signal.pair):
-            async with self._deciding.slot(pb_signal.user_id):
+        # Waiting for the user's slot can be given up: nothing is done yet. What follows is
+        # finished even if the caller goes away meanwhile, or it could leave a reservation with no
+        # order, or an order created that nobody drives; a caller that comes back re-attaches.
+        release = await self._deciding.acquire(pb_signal.user_id)
+        begin = asyncio.create_task(
+            self._begin(pb_signal, time_remaining, release, started), name=f"begin-{pb_signal.signal_id}"
+        )
+        self._track(begin)
+        updates = await asyncio.shield(begin)
+        if updates is None:  # submitted before: stream what is stored
+            stream_timeout = time_remaining or self._config.execute_timeout_s
+            user_id, signal_id = pb_signal.user_id, pb_signal.signal_id
+            async for update in self._ledger.watch_signal(user_id, signal_id, after_sequence, stream_timeout):
+                yield update
+            return
+        while (item := await updates.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _begin(
+        self, pb_signal: common_pb2.TradeSignal, time_remaining: float | None, release: Callable[[], None],
+        started: float,
+    ) -> asyncio.Queue[common_pb2.ExecutionUpdate | BaseException | None] | None:
+        """Decide (holding the user's slot), create the order in the ledger and hand it to a task
+        of its own that drives it to its end. Returns the queue of its updates, the first (PENDING)
+        already in it; None when the signal was submitted before."""
+        try:
+            with tracing.span("router.decide", signal_id=pb_signal.signal_id, user_id=pb_signal.user_id,
+                              pair=pb_signal.pair):
                 try:
                     prepared = await self.prepare(pb_signal, time_remaining, reserve=True)
                 except ServiceError as err:
                     if err.reason == "USER_RATE_LIMITED":
                         await self._hold_refusal(time_remaining)
                     raise
-            tracing.annotate(broker=prepared.plan.routes[0].broker if prepared.plan.routes else "")
+                tracing.annotate(broker=prepared.plan.routes[0].broker if prepared.plan.routes else "")
+        finally:
+            release()
         metrics.ROUTING_LATENCY.observe(time.perf_counter() - started)
         signal, plan = prepared.signal, prepared.plan
         try:
@@ -236,26 +267,21 @@ class RouterEngine:
             if prepared.reserved:
                 await self._give_back(signal)
             raise
-
-        # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
-        stream_timeout = time_remaining or self._config.execute_timeout_s
         if not created.created:
             log.info("signal resubmitted: streaming the first submission", extra={"signal_id": signal.signal_id})
-            async for update in self._ledger.watch_signal(signal.user_id, signal.signal_id, after_sequence, stream_timeout):
-                yield update
-            return
-        yield created.update
-
-        # The order is driven by a task of its own: a caller that goes away (and comes back with
-        # after_sequence) never leaves it half-routed.
+            return None
+        # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
+        stream_timeout = time_remaining or self._config.execute_timeout_s
         updates: asyncio.Queue[common_pb2.ExecutionUpdate | BaseException | None] = asyncio.Queue()
-        task = asyncio.create_task(self._drive(prepared, stream_timeout, updates), name=f"drive-{signal.signal_id}")
+        updates.put_nowait(created.update)
+        self._track(asyncio.create_task(self._drive(prepared, stream_timeout, updates), name=f"drive-{signal.signal_id}"))
+        return updates
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Kept until done (stop() cancels what is left); a failure nobody awaited is still seen."""
         self._driving.add(task)
         task.add_done_callback(self._driving.discard)
-        while (item := await updates.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        task.add_done_callback(_retrieve)
 
     async def _hold_refusal(self, time_remaining: float | None) -> None:
         """The user's slot stays taken a while before their rate-limit refusal goes out (within
@@ -511,6 +537,12 @@ class RouterEngine:
     def execute_timeout_s(self) -> float:
         """How long an order's stream may run when the caller set no deadline."""
         return self._config.execute_timeout_s
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A task's failure is its caller's to see; when the caller went away, nobody else's."""
+    if not task.cancelled():
+        task.exception()
 
 
 def status_update(signal: Signal, status: Status, reason: str, suffix: str) -> common_pb2.ExecutionUpdate:

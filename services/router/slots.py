@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 
 class UserSlots:
@@ -22,19 +22,41 @@ class UserSlots:
         # user -> (their semaphore, signals holding or waiting for it): dropped when none are.
         self._users: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, user_id: str) -> AsyncIterator[None]:
+    async def acquire(self, user_id: str) -> Callable[[], None]:
+        """Wait for one of the user's slots; returns what gives it back (once, however often it
+        is called). A waiter that is cancelled gives its place up."""
         semaphore, count = self._users.get(user_id) or (asyncio.Semaphore(self._per_user), 0)
         self._users[user_id] = (semaphore, count + 1)
         try:
-            async with semaphore:
-                yield
+            await semaphore.acquire()
+        except BaseException:
+            self._forget(user_id)
+            raise
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                semaphore.release()
+                self._forget(user_id)
+
+        return release
+
+    @contextlib.asynccontextmanager
+    async def slot(self, user_id: str) -> AsyncIterator[None]:
+        release = await self.acquire(user_id)
+        try:
+            yield
         finally:
-            semaphore, count = self._users[user_id]
-            if count == 1:
-                del self._users[user_id]
-            else:
-                self._users[user_id] = (semaphore, count - 1)
+            release()
+
+    def _forget(self, user_id: str) -> None:
+        semaphore, count = self._users[user_id]
+        if count == 1:
+            del self._users[user_id]
+        else:
+            self._users[user_id] = (semaphore, count - 1)
 
     def __len__(self) -> int:
         """Users with a signal being decided or waiting (tests: nothing is kept for idle users)."""

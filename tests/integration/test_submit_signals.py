@@ -315,3 +315,33 @@ async def test_a_client_that_goes_away_leaves_every_order_it_started_to_finish(m
             finals[pb.signal_id] = await final_status(mesh, "alice", pb.signal_id)
     assert seen <= set(finals)
     assert set(finals.values()) == {"filled"}, finals
+
+
+async def test_a_submit_signal_caller_that_goes_away_while_its_order_is_created_leaves_it_to_finish(
+    mesh: InProcessMesh,
+) -> None:
+    """SubmitSignal, not the stream: the caller cancels after its reservation is made and while the
+    ledger is creating the order. The order is still driven to its end (nothing left PENDING
+    with nobody driving it), and the same signal sent again re-attaches to it."""
+    ledger = mesh.servers["router"].app.engine._ledger
+    creating, create_order = asyncio.Event(), ledger.create_order
+
+    async def slow_create_order(*args, **kwargs):
+        creating.set()
+        await asyncio.sleep(0.3)
+        return await create_order(*args, **kwargs)
+
+    ledger.create_order = slow_create_order
+    pb = signal(user="alice", usd="40", signal_id="gone-while-created")
+    call = router(mesh, "alice").SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=30)
+    await asyncio.wait_for(creating.wait(), 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call.read()
+    ledger.create_order = create_order
+
+    assert await final_status(mesh, "alice", pb.signal_id) == "filled"
+    again = [r.update async for r in router(mesh, "alice").SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=30)]
+    assert [status_name(u.status) for u in again][-1] == "filled"
+    assert len({u.update_id for u in again}) == len(again)
+    assert [u.sequence for u in again] == sorted(u.sequence for u in again)

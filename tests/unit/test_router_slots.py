@@ -61,3 +61,20 @@ async def test_a_cancelled_waiter_gives_its_place_up() -> None:
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError):
         UserSlots(0)
+
+
+async def test_a_slot_acquired_is_given_back_once_however_often_release_is_called() -> None:
+    slots = UserSlots(per_user=1)
+    release = await slots.acquire("u")
+    waiting = asyncio.create_task(slots.acquire("u"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and len(slots) == 1
+    release()
+    release()  # a second call must not free a slot the waiter now holds
+    second = await asyncio.wait_for(waiting, 1)
+    third = asyncio.create_task(slots.acquire("u"))
+    await asyncio.sleep(0)
+    assert not third.done()
+    second()
+    (await asyncio.wait_for(third, 1))()
+    assert len(slots) == 0
