@@ -133,6 +133,7 @@ class OrderView:
     fees: Decimal
     fills: tuple[Fill, ...]
     created_at: datetime
+    account_id: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +267,7 @@ class _Order:
             fees=sum((f.fee for f in self.fills), ZERO),
             fills=tuple(self.fills),
             created_at=self.created_at,
+            account_id=self.account_id,
         )
 
 
@@ -447,6 +449,28 @@ class SimExchange:
     def order_count(self, broker: str) -> int:
         """Orders ever placed on `broker`, over every account (what a reconciliation counts)."""
         return sum(len(acct.by_venue_id) for (b, _), acct in self._accounts.items() if b == broker)
+
+    def orders(
+        self, broker: str, account_id: str = "", after: int = 0, limit: int = 500
+    ) -> tuple[list[OrderView], int]:
+        """Up to `limit` of the broker's orders placed after position `after`, oldest first (one
+        account's, or every account's when `account_id` is empty), and the position to ask after
+        next: 0 when there are no more."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._profile(broker)
+        found = sorted(
+            (
+                order
+                for (b, account), acct in self._accounts.items()
+                if b == broker and (not account_id or account == account_id)
+                for order in acct.by_venue_id.values()
+                if order.seq > after
+            ),
+            key=lambda order: order.seq,
+        )
+        page = found[:limit]
+        return [order.view() for order in page], page[-1].seq if len(found) > limit else 0
 
     def get_order(
         self, broker: str, account_id: str, *, client_order_id: str = "", venue_order_id: str = ""

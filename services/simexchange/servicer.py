@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: an outage is what FAULT_MODE_UNAVAILABLE is for. The same cap holds for a 429's retry-after.
 MAX_FAULT_LATENCY_MS = 60_000
 MAX_RETRY_AFTER_MS = 60_000
+# ListOrders pages.
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 5000
 
 
 def _engine_call(fn: Callable[[], T]) -> T:
@@ -148,6 +151,15 @@ def _decimal(value: str, field: str) -> Decimal:
         raise invalid(f"BAD_{field.upper()}", str(exc), field=field) from None
 
 
+def _page_token(value: str) -> int:
+    """A ListOrders page token: the position of the last order of the previous page."""
+    if not value:
+        return 0
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise invalid("BAD_PAGE_TOKEN", "page_token is not one this exchange gave out", field="page_token")
+    return int(value)
+
+
 def _order_ids(client_order_id: str, venue_order_id: str) -> tuple[str, str]:
     client = _optional_id(client_order_id, "client_order_id")
     venue = _optional_id(venue_order_id, "venue_order_id")
@@ -211,6 +223,7 @@ def _order_pb(order: core.OrderView) -> pb.VenueOrder:
             for f in order.fills
         ],
         created_at=_timestamp(order.created_at),
+        account_id=order.account_id,
     )
 
 
@@ -368,6 +381,20 @@ class SimulatedExchangeServicer(simexchange_pb2_grpc.SimulatedExchangeServiceSer
             )
         )
         return pb.CancelOrderResponse(order=_order_pb(order))
+
+    @unary
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrdersResponse:
+        broker = _broker(request.broker)
+        account_id = _optional_id(request.account_id, "account_id")
+        if request.page_size > MAX_PAGE_SIZE:
+            raise invalid("BAD_PAGE_SIZE", f"page_size must be at most {MAX_PAGE_SIZE}", field="page_size")
+        after = _page_token(request.page_token)
+        orders, last = _engine_call(
+            lambda: self._exchange.orders(broker, account_id, after, request.page_size or DEFAULT_PAGE_SIZE)
+        )
+        return pb.ListOrdersResponse(orders=[_order_pb(o) for o in orders], next_page_token=str(last) if last else "")
 
     @unary
     async def GetBalances(

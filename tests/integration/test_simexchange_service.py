@@ -598,3 +598,49 @@ async def test_a_seed_alone_is_no_fault(
     assert isinstance(server.app, App)
     await stub.SetFault(flaky("kraken", seed=7, retry_after_ms=300))
     assert server.app.servicer.fault("kraken") == NO_FAULT
+
+
+async def test_list_orders_shows_what_was_executed_page_by_page_even_through_an_outage(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub,
+) -> None:
+    for k in range(5):
+        await stub.PlaceOrder(place(account_id=f"acct-{k % 2}", client_order_id=f"list-{k}"))
+    await stub.PlaceOrder(place(broker="kraken", client_order_id="elsewhere"))
+    await stub.SetFault(flaky("binance", lose_response_rate=1))
+    assert (await refused(stub.PlaceOrder(place(client_order_id="list-lost"))))[1] == "RESPONSE_LOST"
+    # An inspection hook: an outage of the simulated exchange does not hide its orders.
+    await stub.SetFault(pb.SetFaultRequest(broker="binance", mode=pb.FAULT_MODE_UNAVAILABLE))
+
+    seen, token, pages = [], "", 0
+    while True:
+        page = await stub.ListOrders(pb.ListOrdersRequest(broker="binance", page_size=4, page_token=token))
+        seen += page.orders
+        pages += 1
+        if not (token := page.next_page_token):
+            break
+    assert pages == 2
+    assert [o.client_order_id for o in seen] == [f"list-{k}" for k in range(5)] + ["list-lost"]
+    assert [o.account_id for o in seen] == ["acct-0", "acct-1", "acct-0", "acct-1", "acct-0", "acct-1"]
+    assert {o.state for o in seen} == {pb.ORDER_STATE_FILLED} and all(o.fills for o in seen)
+
+    one = await stub.ListOrders(pb.ListOrdersRequest(broker="binance", account_id="acct-1"))
+    assert [o.client_order_id for o in one.orders] == ["list-1", "list-3", "list-lost"]
+    assert one.next_page_token == ""
+    assert (await stub.ListOrders(pb.ListOrdersRequest(broker="coinbase"))).orders == []
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"broker": ""}, "BAD_BROKER"),
+    ({"broker": "nasdaq"}, "UNKNOWN_BROKER"),
+    ({"page_size": 5001}, "BAD_PAGE_SIZE"),
+    ({"page_token": "abc"}, "BAD_PAGE_TOKEN"),
+    ({"page_token": "-1"}, "BAD_PAGE_TOKEN"),
+    ({"page_token": "١٢"}, "BAD_PAGE_TOKEN"),  # digits, but not ASCII ones
+    ({"account_id": "x" * 1000}, "BAD_ACCOUNT_ID"),
+])
+async def test_list_orders_refusals(
+    stub: simexchange_pb2_grpc.SimulatedExchangeServiceStub, fields: dict[str, object], reason: str
+) -> None:
+    request = pb.ListOrdersRequest(**{"broker": "binance", **fields})  # type: ignore[arg-type]
+    code, got = await refused(stub.ListOrders(request))
+    assert (code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), got) == (True, reason)

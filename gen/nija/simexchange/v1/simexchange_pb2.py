@@ -26,19 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from nija.common.v1 import common_pb2 as nija_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%nija/simexchange/v1/simexchange.proto\x12\x13nija.simexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnija/common/v1/common.proto\"\xd2\x01\n\x0fSetFaultRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.nija.simexchange.v1.FaultMode\x12\x12\n\nlatency_ms\x18\x03 \x01(\r\x12\x12\n\nerror_rate\x18\x04 \x01(\x01\x12\x1a\n\x12lose_response_rate\x18\x05 \x01(\x01\x12\x17\n\x0frate_limit_rate\x18\x06 \x01(\x01\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\"\x12\n\x10SetFaultResponse\"\x9c\x01\n\x06Market\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\r\n\x05quote\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmin_notional\x18\x07 \x01(\t\x12\x16\n\x0ewithdrawal_fee\x18\x08 \x01(\t\"+\n\x0b\x46\x65\x65Schedule\x12\r\n\x05maker\x18\x01 \x01(\t\x12\r\n\x05taker\x18\x02 \x01(\t\"$\n\x12ListMarketsRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\"s\n\x13ListMarketsResponse\x12,\n\x07markets\x18\x01 \x03(\x0b\x32\x1b.nija.simexchange.v1.Market\x12.\n\x04\x66\x65\x65s\x18\x02 \x01(\x0b\x32 .nija.simexchange.v1.FeeSchedule\",\n\tBookLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"B\n\x13GetOrderBookRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\r\"\x9c\x01\n\x14GetOrderBookResponse\x12,\n\x04\x62ids\x18\x01 \x03(\x0b\x32\x1e.nija.simexchange.v1.BookLevel\x12,\n\x04\x61sks\x18\x02 \x03(\x0b\x32\x1e.nija.simexchange.v1.BookLevel\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x03\n\nVenueOrder\x12\x16\n\x0evenue_order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\x12\"\n\x04side\x18\x04 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x32\n\norder_type\x18\x05 \x01(\x0e\x32\x1e.nija.simexchange.v1.OrderType\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x13\n\x0blimit_price\x18\x07 \x01(\t\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.nija.simexchange.v1.OrderState\x12\x17\n\x0f\x66illed_quantity\x18\t \x01(\t\x12\x17\n\x0f\x66illed_notional\x18\n \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x0b \x01(\t\x12#\n\x05\x66ills\x18\x0c \x03(\x0b\x32\x14.nija.common.v1.Fill\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x11PlaceOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x0c\n\x04pair\x18\x04 \x01(\t\x12\"\n\x04side\x18\x05 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x32\n\norder_type\x18\x06 \x01(\x0e\x32\x1e.nija.simexchange.v1.OrderType\x12\x10\n\x08quantity\x18\x07 \x01(\t\x12\x13\n\x0blimit_price\x18\x08 \x01(\t\"D\n\x12PlaceOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"f\n\x0fGetOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\"B\n\x10GetOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"i\n\x12\x43\x61ncelOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\"E\n\x13\x43\x61ncelOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"6\n\x07\x42\x61lance\x12\r\n\x05\x61sset\x18\x01 \x01(\t\x12\x0c\n\x04\x66ree\x18\x02 \x01(\t\x12\x0e\n\x06locked\x18\x03 \x01(\t\"8\n\x12GetBalancesRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"E\n\x13GetBalancesResponse\x12.\n\x08\x62\x61lances\x18\x01 \x03(\x0b\x32\x1c.nija.simexchange.v1.Balance*X\n\tFaultMode\x12\x1a\n\x16\x46\x41ULT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46\x41ULT_MODE_NONE\x10\x01\x12\x1a\n\x16\x46\x41ULT_MODE_UNAVAILABLE\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02*\x94\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_STATE_OPEN\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x32\xb6\x05\n\x18SimulatedExchangeService\x12`\n\x0bListMarkets\x12\'.nija.simexchange.v1.ListMarketsRequest\x1a(.nija.simexchange.v1.ListMarketsResponse\x12\x63\n\x0cGetOrderBook\x12(.nija.simexchange.v1.GetOrderBookRequest\x1a).nija.simexchange.v1.GetOrderBookResponse\x12]\n\nPlaceOrder\x12&.nija.simexchange.v1.PlaceOrderRequest\x1a\'.nija.simexchange.v1.PlaceOrderResponse\x12W\n\x08GetOrder\x12$.nija.simexchange.v1.GetOrderRequest\x1a%.nija.simexchange.v1.GetOrderResponse\x12`\n\x0b\x43\x61ncelOrder\x12\'.nija.simexchange.v1.CancelOrderRequest\x1a(.nija.simexchange.v1.CancelOrderResponse\x12`\n\x0bGetBalances\x12\'.nija.simexchange.v1.GetBalancesRequest\x1a(.nija.simexchange.v1.GetBalancesResponse\x12W\n\x08SetFault\x12$.nija.simexchange.v1.SetFaultRequest\x1a%.nija.simexchange.v1.SetFaultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%nija/simexchange/v1/simexchange.proto\x12\x13nija.simexchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bnija/common/v1/common.proto\"\xd2\x01\n\x0fSetFaultRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12,\n\x04mode\x18\x02 \x01(\x0e\x32\x1e.nija.simexchange.v1.FaultMode\x12\x12\n\nlatency_ms\x18\x03 \x01(\r\x12\x12\n\nerror_rate\x18\x04 \x01(\x01\x12\x1a\n\x12lose_response_rate\x18\x05 \x01(\x01\x12\x17\n\x0frate_limit_rate\x18\x06 \x01(\x01\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\x12\x0c\n\x04seed\x18\x08 \x01(\x04\"\x12\n\x10SetFaultResponse\"\x9c\x01\n\x06Market\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\r\n\x05quote\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmin_notional\x18\x07 \x01(\t\x12\x16\n\x0ewithdrawal_fee\x18\x08 \x01(\t\"+\n\x0b\x46\x65\x65Schedule\x12\r\n\x05maker\x18\x01 \x01(\t\x12\r\n\x05taker\x18\x02 \x01(\t\"$\n\x12ListMarketsRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\"s\n\x13ListMarketsResponse\x12,\n\x07markets\x18\x01 \x03(\x0b\x32\x1b.nija.simexchange.v1.Market\x12.\n\x04\x66\x65\x65s\x18\x02 \x01(\x0b\x32 .nija.simexchange.v1.FeeSchedule\",\n\tBookLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"B\n\x13GetOrderBookRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\r\"\x9c\x01\n\x14GetOrderBookResponse\x12,\n\x04\x62ids\x18\x01 \x03(\x0b\x32\x1e.nija.simexchange.v1.BookLevel\x12,\n\x04\x61sks\x18\x02 \x03(\x0b\x32\x1e.nija.simexchange.v1.BookLevel\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x03\n\nVenueOrder\x12\x16\n\x0evenue_order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\x12\"\n\x04side\x18\x04 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x32\n\norder_type\x18\x05 \x01(\x0e\x32\x1e.nija.simexchange.v1.OrderType\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x13\n\x0blimit_price\x18\x07 \x01(\t\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.nija.simexchange.v1.OrderState\x12\x17\n\x0f\x66illed_quantity\x18\t \x01(\t\x12\x17\n\x0f\x66illed_notional\x18\n \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x0b \x01(\t\x12#\n\x05\x66ills\x18\x0c \x03(\x0b\x32\x14.nija.common.v1.Fill\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x0e \x01(\t\"\xdd\x01\n\x11PlaceOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x0c\n\x04pair\x18\x04 \x01(\t\x12\"\n\x04side\x18\x05 \x01(\x0e\x32\x14.nija.common.v1.Side\x12\x32\n\norder_type\x18\x06 \x01(\x0e\x32\x1e.nija.simexchange.v1.OrderType\x12\x10\n\x08quantity\x18\x07 \x01(\t\x12\x13\n\x0blimit_price\x18\x08 \x01(\t\"D\n\x12PlaceOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"f\n\x0fGetOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\"B\n\x10GetOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"i\n\x12\x43\x61ncelOrderRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\"E\n\x13\x43\x61ncelOrderResponse\x12.\n\x05order\x18\x01 \x01(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\"6\n\x07\x42\x61lance\x12\r\n\x05\x61sset\x18\x01 \x01(\t\x12\x0c\n\x04\x66ree\x18\x02 \x01(\t\x12\x0e\n\x06locked\x18\x03 \x01(\t\"8\n\x12GetBalancesRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"E\n\x13GetBalancesResponse\x12.\n\x08\x62\x61lances\x18\x01 \x03(\x0b\x32\x1c.nija.simexchange.v1.Balance\"^\n\x11ListOrdersRequest\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x12ListOrdersResponse\x12/\n\x06orders\x18\x01 \x03(\x0b\x32\x1f.nija.simexchange.v1.VenueOrder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*X\n\tFaultMode\x12\x1a\n\x16\x46\x41ULT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46\x41ULT_MODE_NONE\x10\x01\x12\x1a\n\x16\x46\x41ULT_MODE_UNAVAILABLE\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02*\x94\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_STATE_OPEN\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x32\x95\x06\n\x18SimulatedExchangeService\x12`\n\x0bListMarkets\x12\'.nija.simexchange.v1.ListMarketsRequest\x1a(.nija.simexchange.v1.ListMarketsResponse\x12\x63\n\x0cGetOrderBook\x12(.nija.simexchange.v1.GetOrderBookRequest\x1a).nija.simexchange.v1.GetOrderBookResponse\x12]\n\nPlaceOrder\x12&.nija.simexchange.v1.PlaceOrderRequest\x1a\'.nija.simexchange.v1.PlaceOrderResponse\x12W\n\x08GetOrder\x12$.nija.simexchange.v1.GetOrderRequest\x1a%.nija.simexchange.v1.GetOrderResponse\x12`\n\x0b\x43\x61ncelOrder\x12\'.nija.simexchange.v1.CancelOrderRequest\x1a(.nija.simexchange.v1.CancelOrderResponse\x12`\n\x0bGetBalances\x12\'.nija.simexchange.v1.GetBalancesRequest\x1a(.nija.simexchange.v1.GetBalancesResponse\x12]\n\nListOrders\x12&.nija.simexchange.v1.ListOrdersRequest\x1a\'.nija.simexchange.v1.ListOrdersResponse\x12W\n\x08SetFault\x12$.nija.simexchange.v1.SetFaultRequest\x1a%.nija.simexchange.v1.SetFaultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nija.simexchange.v1.simexchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAULTMODE']._serialized_start=2220
-  _globals['_FAULTMODE']._serialized_end=2308
-  _globals['_ORDERTYPE']._serialized_start=2310
-  _globals['_ORDERTYPE']._serialized_end=2394
-  _globals['_ORDERSTATE']._serialized_start=2397
-  _globals['_ORDERSTATE']._serialized_end=2545
+  _globals['_FAULTMODE']._serialized_start=2432
+  _globals['_FAULTMODE']._serialized_end=2520
+  _globals['_ORDERTYPE']._serialized_start=2522
+  _globals['_ORDERTYPE']._serialized_end=2606
+  _globals['_ORDERSTATE']._serialized_start=2609
+  _globals['_ORDERSTATE']._serialized_end=2757
   _globals['_SETFAULTREQUEST']._serialized_start=125
   _globals['_SETFAULTREQUEST']._serialized_end=335
   _globals['_SETFAULTRESPONSE']._serialized_start=337
@@ -58,25 +58,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERBOOKRESPONSE']._serialized_start=831
   _globals['_GETORDERBOOKRESPONSE']._serialized_end=987
   _globals['_VENUEORDER']._serialized_start=990
-  _globals['_VENUEORDER']._serialized_end=1389
-  _globals['_PLACEORDERREQUEST']._serialized_start=1392
-  _globals['_PLACEORDERREQUEST']._serialized_end=1613
-  _globals['_PLACEORDERRESPONSE']._serialized_start=1615
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1683
-  _globals['_GETORDERREQUEST']._serialized_start=1685
-  _globals['_GETORDERREQUEST']._serialized_end=1787
-  _globals['_GETORDERRESPONSE']._serialized_start=1789
-  _globals['_GETORDERRESPONSE']._serialized_end=1855
-  _globals['_CANCELORDERREQUEST']._serialized_start=1857
-  _globals['_CANCELORDERREQUEST']._serialized_end=1962
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1964
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2033
-  _globals['_BALANCE']._serialized_start=2035
-  _globals['_BALANCE']._serialized_end=2089
-  _globals['_GETBALANCESREQUEST']._serialized_start=2091
-  _globals['_GETBALANCESREQUEST']._serialized_end=2147
-  _globals['_GETBALANCESRESPONSE']._serialized_start=2149
-  _globals['_GETBALANCESRESPONSE']._serialized_end=2218
-  _globals['_SIMULATEDEXCHANGESERVICE']._serialized_start=2548
-  _globals['_SIMULATEDEXCHANGESERVICE']._serialized_end=3242
+  _globals['_VENUEORDER']._serialized_end=1409
+  _globals['_PLACEORDERREQUEST']._serialized_start=1412
+  _globals['_PLACEORDERREQUEST']._serialized_end=1633
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1635
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1703
+  _globals['_GETORDERREQUEST']._serialized_start=1705
+  _globals['_GETORDERREQUEST']._serialized_end=1807
+  _globals['_GETORDERRESPONSE']._serialized_start=1809
+  _globals['_GETORDERRESPONSE']._serialized_end=1875
+  _globals['_CANCELORDERREQUEST']._serialized_start=1877
+  _globals['_CANCELORDERREQUEST']._serialized_end=1982
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1984
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2053
+  _globals['_BALANCE']._serialized_start=2055
+  _globals['_BALANCE']._serialized_end=2109
+  _globals['_GETBALANCESREQUEST']._serialized_start=2111
+  _globals['_GETBALANCESREQUEST']._serialized_end=2167
+  _globals['_GETBALANCESRESPONSE']._serialized_start=2169
+  _globals['_GETBALANCESRESPONSE']._serialized_end=2238
+  _globals['_LISTORDERSREQUEST']._serialized_start=2240
+  _globals['_LISTORDERSREQUEST']._serialized_end=2334
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2336
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2430
+  _globals['_SIMULATEDEXCHANGESERVICE']._serialized_start=2760
+  _globals['_SIMULATEDEXCHANGESERVICE']._serialized_end=3549
 # @@protoc_insertion_point(module_scope)

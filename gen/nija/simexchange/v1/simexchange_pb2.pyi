@@ -137,7 +137,7 @@ class GetOrderBookResponse(_message.Message):
     def __init__(self, bids: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookLevel, _Mapping]]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class VenueOrder(_message.Message):
-    __slots__ = ("venue_order_id", "client_order_id", "pair", "side", "order_type", "quantity", "limit_price", "state", "filled_quantity", "filled_notional", "fees", "fills", "created_at")
+    __slots__ = ("venue_order_id", "client_order_id", "pair", "side", "order_type", "quantity", "limit_price", "state", "filled_quantity", "filled_notional", "fees", "fills", "created_at", "account_id")
     VENUE_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     PAIR_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class VenueOrder(_message.Message):
     FEES_FIELD_NUMBER: _ClassVar[int]
     FILLS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     venue_order_id: str
     client_order_id: str
     pair: str
@@ -164,7 +165,8 @@ class VenueOrder(_message.Message):
     fees: str
     fills: _containers.RepeatedCompositeFieldContainer[_common_pb2.Fill]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, venue_order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees: _Optional[str] = ..., fills: _Optional[_Iterable[_Union[_common_pb2.Fill, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    account_id: str
+    def __init__(self, venue_order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., pair: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., order_type: _Optional[_Union[OrderType, str]] = ..., quantity: _Optional[str] = ..., limit_price: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., filled_quantity: _Optional[str] = ..., filled_notional: _Optional[str] = ..., fees: _Optional[str] = ..., fills: _Optional[_Iterable[_Union[_common_pb2.Fill, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account_id: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
     __slots__ = ("broker", "account_id", "client_order_id", "pair", "side", "order_type", "quantity", "limit_price")
@@ -251,3 +253,23 @@ class GetBalancesResponse(_message.Message):
     BALANCES_FIELD_NUMBER: _ClassVar[int]
     balances: _containers.RepeatedCompositeFieldContainer[Balance]
     def __init__(self, balances: _Optional[_Iterable[_Union[Balance, _Mapping]]] = ...) -> None: ...
+
+class ListOrdersRequest(_message.Message):
+    __slots__ = ("broker", "account_id", "page_size", "page_token")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    account_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, broker: _Optional[str] = ..., account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListOrdersResponse(_message.Message):
+    __slots__ = ("orders", "next_page_token")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[VenueOrder]
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[VenueOrder, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -68,6 +68,11 @@ class SimulatedExchangeServiceStub:
                 request_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.SerializeToString,
                 response_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/nija.simexchange.v1.SimulatedExchangeService/ListOrders',
+                request_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
         self.SetFault = channel.unary_unary(
                 '/nija.simexchange.v1.SimulatedExchangeService/SetFault',
                 request_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.SetFaultRequest.SerializeToString,
@@ -120,6 +125,15 @@ class SimulatedExchangeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrders(self, request, context):
+        """Every order a broker holds (one account's, or every account's), oldest first, a page at a
+        time: what the exchange really executed, for a reconciliation against the ledger. Like
+        SetFault it is an inspection hook, outside the simulated network (never faulted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetFault(self, request, context):
         """Test and demo hook: make one broker's exchange misbehave (or behave again).
         """
@@ -159,6 +173,11 @@ def add_SimulatedExchangeServiceServicer_to_server(servicer, server):
                     servicer.GetBalances,
                     request_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.FromString,
                     response_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersRequest.FromString,
+                    response_serializer=nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersResponse.SerializeToString,
             ),
             'SetFault': grpc.unary_unary_rpc_method_handler(
                     servicer.SetFault,
@@ -332,6 +351,33 @@ class SimulatedExchangeService:
             '/nija.simexchange.v1.SimulatedExchangeService/GetBalances',
             nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesRequest.SerializeToString,
             nija_dot_simexchange_dot_v1_dot_simexchange__pb2.GetBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nija.simexchange.v1.SimulatedExchangeService/ListOrders',
+            nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersRequest.SerializeToString,
+            nija_dot_simexchange_dot_v1_dot_simexchange__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,
