@@ -5,6 +5,7 @@
   nija trade --user U ...     submit a signal and print each update as it streams
   nija status [--watch|--json] every service's health, each broker's breaker, queue and flow
   nija bench [--quick]        the mesh's benchmark against the issue's targets (services.bench)
+  nija chaos [--seed N]       the mesh under load while services are killed and exchanges fail; then a reconciliation
   nija users|tokens|keys|limits|kill-switch|strategies|positions|certs|ledger export
                               administration and accounting (services.admin_cli)
 """
@@ -391,16 +392,33 @@ class Mesh:
             )
         return env
 
-    async def _spawn(self, child: Child) -> Child:
+    async def restart(self, name: str) -> Child:
+        """kill -9 one service and start it again on the same ports, as a crashed process that
+        its supervisor restarts: its peers' channels find it where it was. Returns once it
+        listens; whether it serves is its own health's to say (an executor whose exchange is
+        down starts with its breaker open)."""
+        index, old = next((i, c) for i, c in enumerate(self.children) if c.name == name)
+        assert old.process is not None
+        old.process.kill()
+        old.process.wait()
+        del self.children[index]
+        child = await self._spawn(Child(old.name, old.kind, old.settings, old.env), (old.port, old.metrics_port))
+        self.children.insert(index, self.children.pop())  # back in its place in the start order
+        self._write_manifest()
+        return child
+
+    async def _spawn(self, child: Child, ports: tuple[int, int] | None = None) -> Child:
+        """Start `child` on its configured port (0: any), or on `ports` (gRPC, metrics) again."""
         child.settings.update(self.extra.get(child.name, {}))
         port_file = self.data_dir / "run" / f"{child.name}.port"
         port_file.unlink(missing_ok=True)
         pathlib.Path(f"{port_file}.metrics").unlink(missing_ok=True)
         child.log_path = self.data_dir / "logs" / f"{child.name}.log"
         port = self._port(child.name)
+        port, metrics_port = ports or (port, port + 1000 if port else 0)
         cmd = [
             sys.executable, "-m", "services.cli", "serve", child.kind,
-            "--port", str(port), "--port-file", str(port_file), "--metrics-port", str(port + 1000 if port else 0),
+            "--port", str(port), "--port-file", str(port_file), "--metrics-port", str(metrics_port),
         ]
         for key, value in child.settings.items():
             cmd += ["--set", f"{key}={value}"]
@@ -678,6 +696,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if args.strict and bad else 0
 
 
+# ---- chaos ---------------------------------------------------------------------------------------
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from services.chaos.run import ChaosConfig, run
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    data_dir = pathlib.Path(args.data_dir or pathlib.Path("chaos-runs") / stamp).resolve()
+    try:
+        config = ChaosConfig(data_dir=data_dir, seed=args.seed, duration_s=args.duration, users=args.users,
+                             rate_per_s=args.rate, routers=args.routers, quiet_s=args.quiet, settle_s=args.settle,
+                             kill_every_s=args.kill_every)
+        config.plan(["router"])  # the schedule's own checks, before anything starts
+    except ValueError as exc:
+        print(f"nija chaos: {exc}", file=sys.stderr)
+        return 2
+    report, extra = asyncio.run(run(config, lambda line: print(line, flush=True)))
+    figures = report.figures()
+    width = max(len(k) for k in figures)
+    print()
+    for name, value in figures.items():
+        must = "  (must be 0)" if name in report.MUST_BE_ZERO else ""
+        print(f"{name:<{width}}  {value:>7}{must}")
+    print(f"{'signals sent':<{width}}  {extra['signals']:>7}\n{'calls made':<{width}}  {extra['attempts']:>7}")
+    for name in report.MUST_BE_ZERO:
+        for finding in getattr(report, name)[:20]:
+            print(f"{name}: {finding}")
+    (data_dir / "chaos.json").write_text(json.dumps({"figures": figures, **extra, **{
+        name: getattr(report, name) for name in report.MUST_BE_ZERO}}, indent=2))
+    print(f"\nlogs and chaos.json in {data_dir}/")
+    return 0 if report.clean else 1
+
+
 # ---- entry ---------------------------------------------------------------------------------------
 
 
@@ -752,6 +803,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (none either when stderr is no TTY)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("chaos", help="load the mesh while a seeded schedule kills services and faults exchanges; "
+                                     "then reconcile clients, ledger and exchanges (exit 1 on any loss)")
+    p.add_argument("--seed", type=int, default=1, help="the fault schedule's seed (same seed, same schedule)")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of load and faults (default 600)")
+    p.add_argument("--users", type=int, default=300)
+    p.add_argument("--rate", type=float, default=15.0, help="signals per second over all users (default 15)")
+    p.add_argument("--routers", type=int, default=2, help="router replicas (default 2)")
+    p.add_argument("--kill-every", type=float, default=15.0, help="mean seconds between kills (default 15)")
+    p.add_argument("--quiet", type=float, default=30.0, help="seconds without faults at the end (default 30)")
+    p.add_argument("--settle", type=float, default=60.0, help="then at most this long for every client to end")
+    p.add_argument("--data-dir", default=None, help="the mesh's data and logs (default ./chaos-runs/<UTC timestamp>)")
+    p.set_defaults(func=cmd_chaos)
 
     admin_cli.add_commands(sub)
     trace_view.add_command(sub)
