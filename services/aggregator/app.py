@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -14,6 +15,7 @@ from services.aggregator.ledger import Ledger, WebhookStore
 from services.aggregator.notifications import Notifications, SenderSettings
 from services.aggregator.position_feed import PositionFeed
 from services.aggregator.servicer import AggregatorServicer
+from services.aggregator.sweeper import SweepConfig, Sweeper
 from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.permission.client import PermissionClient
 from services.runtime.auth import Authenticate, AuthInterceptor, Rule, services_only, user_scoped
@@ -66,6 +68,9 @@ class Config:
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency: int = 8
+    #: An order still PENDING this long after it was created was never routed (its router
+    #: stopped first): it is ended FAILED, nothing having been sent (services.aggregator.sweeper).
+    stale_pending_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.database_path:
@@ -78,6 +83,8 @@ class Config:
             raise ConfigError("webhook_timeout_s must be positive, webhook_max_attempts and webhook_concurrency at least 1")
         if not 0 < self.webhook_backoff_base_s <= self.webhook_backoff_cap_s:
             raise ConfigError("webhook backoff: need 0 < webhook_backoff_base_s <= webhook_backoff_cap_s")
+        if self.stale_pending_s < 10:
+            raise ConfigError(f"stale_pending_s must be at least 10 (routers need time to route), got {self.stale_pending_s}")
 
     def webhook_settings(self) -> SenderSettings:
         return SenderSettings(
@@ -102,6 +109,8 @@ class App:
         self.notifications = Notifications(
             WebhookStore(self.ledger), config.webhook_settings(), controls=self.permission.watch_controls
         )
+        self.sweeper = Sweeper(self.ledger, SweepConfig(stale_pending_s=config.stale_pending_s))
+        self._sweeping: asyncio.Task[None] | None = None
         self.servicer = AggregatorServicer(self.ledger, self.hub, config.replay_page, self.notifications)
         # Callers' tokens are checked by the permission service (cached briefly), unless the
         # caller of build_app injects another authority.
@@ -121,8 +130,12 @@ class App:
         await self.ledger.open()
         self.feed.start()
         await self.notifications.start()
+        self._sweeping = asyncio.create_task(self.sweeper.run(), name="stale-order-sweep")
 
     async def stop(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            await asyncio.gather(self._sweeping, return_exceptions=True)
         await self.feed.stop()
         await self.notifications.stop()
         await self.ledger.close()

@@ -269,6 +269,8 @@ class RouterEngine:
             raise
         if not created.created:
             log.info("signal resubmitted: streaming the first submission", extra={"signal_id": signal.signal_id})
+            if prepared.reserved:  # reserved afresh (the first one's had ended): nothing new will trade
+                await self._give_back(signal)
             return None
         # Streams (the executor's, the ledger's) last as long as the caller allows, or a bound.
         stream_timeout = time_remaining or self._config.execute_timeout_s
