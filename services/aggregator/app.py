@@ -68,9 +68,9 @@ class Config:
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency: int = 8
-    #: An order still PENDING this long after it was created was never routed (its router
-    #: stopped first): it is ended FAILED, nothing having been sent (services.aggregator.sweeper).
-    stale_pending_s: float = 60.0
+    #: An order left PENDING or ROUTING this long with no update was dropped by its router before
+    #: an executor took it: it is ended FAILED, nothing having been sent (services.aggregator.sweeper).
+    stale_order_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.database_path:
@@ -83,8 +83,8 @@ class Config:
             raise ConfigError("webhook_timeout_s must be positive, webhook_max_attempts and webhook_concurrency at least 1")
         if not 0 < self.webhook_backoff_base_s <= self.webhook_backoff_cap_s:
             raise ConfigError("webhook backoff: need 0 < webhook_backoff_base_s <= webhook_backoff_cap_s")
-        if self.stale_pending_s < 10:
-            raise ConfigError(f"stale_pending_s must be at least 10 (routers need time to route), got {self.stale_pending_s}")
+        if self.stale_order_s < 30:
+            raise ConfigError(f"stale_order_s must be at least 30 (routers and executors need time), got {self.stale_order_s}")
 
     def webhook_settings(self) -> SenderSettings:
         return SenderSettings(
@@ -109,7 +109,7 @@ class App:
         self.notifications = Notifications(
             WebhookStore(self.ledger), config.webhook_settings(), controls=self.permission.watch_controls
         )
-        self.sweeper = Sweeper(self.ledger, SweepConfig(stale_pending_s=config.stale_pending_s))
+        self.sweeper = Sweeper(self.ledger, SweepConfig(stale_s=config.stale_order_s))
         self._sweeping: asyncio.Task[None] | None = None
         self.servicer = AggregatorServicer(self.ledger, self.hub, config.replay_page, self.notifications)
         # Callers' tokens are checked by the permission service (cached briefly), unless the

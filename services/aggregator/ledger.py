@@ -124,8 +124,8 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS fills_by_order ON fills (user_id, signal_id)",
     # ListOrders: a user's orders newest first, paged by (created_at, signal_id).
     "CREATE INDEX IF NOT EXISTS orders_by_user_created ON orders (user_id, created_at, signal_id)",
-    # The stale-order sweep: orders still in one status since long ago (services.aggregator.sweeper).
-    "CREATE INDEX IF NOT EXISTS orders_by_status_created ON orders (status, created_at)",
+    # The stale-order sweep: orders unchanged in one status since long ago (services.aggregator.sweeper).
+    "CREATE INDEX IF NOT EXISTS orders_by_status_updated ON orders (status, updated_at)",
     """
     CREATE TABLE IF NOT EXISTS user_sequences (
         user_id       TEXT NOT NULL PRIMARY KEY,
@@ -606,18 +606,18 @@ class Ledger:
         change = parse_update(update)
         return self._submit(self._record, update, change)
 
-    async def record_if_pending(self, update: common_pb2.ExecutionUpdate) -> Recorded | None:
-        """`record`, only while the order is still PENDING, checked in the same transaction: None
-        when it has moved on (a router routed it meanwhile)."""
-        return await self._submit(self._record_if_pending, update, parse_update(update))
+    async def record_if_unchanged(self, update: common_pb2.ExecutionUpdate, sequence: int) -> Recorded | None:
+        """`record`, only if the order's last update is still the one with `sequence`, checked in
+        the same transaction: None when it has moved on meanwhile."""
+        return await self._submit(self._record_if_unchanged, update, parse_update(update), sequence)
 
-    def _record_if_pending(
-        self, db: sqlite3.Connection, wire: common_pb2.ExecutionUpdate, change: Change
+    def _record_if_unchanged(
+        self, db: sqlite3.Connection, wire: common_pb2.ExecutionUpdate, change: Change, sequence: int
     ) -> tuple[Recorded | None, list[common_pb2.ExecutionUpdate]]:
         row = db.execute(
-            "SELECT status FROM orders WHERE user_id = ? AND signal_id = ?", (change.user_id, change.signal_id)
+            "SELECT last_sequence FROM orders WHERE user_id = ? AND signal_id = ?", (change.user_id, change.signal_id)
         ).fetchone()
-        if row is None or row["status"] != Status.PENDING.value:
+        if row is None or row["last_sequence"] != sequence:
             return None, []
         return self._record(db, wire, change)
 
@@ -813,17 +813,17 @@ class Ledger:
             ).fetchall()
         return [common_pb2.ExecutionUpdate.FromString(r["body"]) for r in rows]
 
-    async def stale_pending(
-        self, created_before: timestamp_pb2.Timestamp, limit: int = 100
+    async def stale(
+        self, status: Status, unchanged_since: timestamp_pb2.Timestamp, limit: int = 100
     ) -> list[aggregator_pb2.Order]:
-        """Orders still PENDING that were created before `created_before`, oldest first."""
-        return await self._run(self._stale_pending, _text(created_before), limit)
+        """Orders in `status` whose last update is older than `unchanged_since`, oldest first."""
+        return await self._run(self._stale, status.value, _text(unchanged_since), limit)
 
-    def _stale_pending(self, created_before: str, limit: int) -> list[aggregator_pb2.Order]:
+    def _stale(self, status: str, unchanged_since: str, limit: int) -> list[aggregator_pb2.Order]:
         assert self._db is not None
         rows = self._db.execute(
-            "SELECT * FROM orders WHERE status = ? AND created_at < ? ORDER BY created_at LIMIT ?",
-            (Status.PENDING.value, created_before, limit),
+            "SELECT * FROM orders WHERE status = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+            (status, unchanged_since, limit),
         ).fetchall()
         return [_order_pb(row) for row in rows]
 

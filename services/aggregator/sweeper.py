@@ -1,18 +1,22 @@
-"""Orders nobody will route: a PENDING order whose router stopped (killed, or its task lost)
-after the ledger created it and before it routed it.
+"""Orders nobody will carry on: an order its router stopped with (killed, or its task lost)
+after the ledger created it (PENDING) or after it recorded the route (ROUTING), before the
+executor took it.
 
-Nothing was sent anywhere for such an order: a router records ROUTING before it asks any
-executor to place anything. So once it has been PENDING for `stale_pending_s`, the sweep ends it
-FAILED. Its reservation is then released by its final state, as for any other order, and a
-client that re-attaches is told why.
+Nothing was sent to any exchange for either. A router records ROUTING before it asks an
+executor, and an executor records QUEUED before it places anything; when that record is
+refused, it places nothing. So an order left PENDING or ROUTING with no update for `stale_s`
+is ended FAILED. Its reservation is then released by its final state, as for any other order,
+and a client that re-attaches is told why.
 
-The ledger decides each write in one transaction, so a sweep and a late router cannot both win.
-If the router's ROUTING lands first, the order is no longer PENDING and the sweep leaves it
-(Ledger.record_if_pending checks that in the sweep's own transaction). If the sweep lands first,
-the router's ROUTING is an illegal transition, and that router never asks an executor.
+The ledger decides each write in one transaction, so a sweep and a late writer cannot both win.
+Ledger.record_if_unchanged checks, in the sweep's own transaction, that the order's last update
+is still the one the sweep saw. If a router's ROUTING or an executor's QUEUED landed first, the
+sweep leaves the order. If the sweep landed first, their write is an illegal transition and they
+send nothing: a router never asks an executor, and an executor never places it, even one
+recovering it from its journal after a restart.
 
-A just-started aggregator sweeps nothing for `stale_pending_s`: routers whose writes failed
-while it was down are retrying them, and they get that long to reach it again.
+A just-started aggregator sweeps nothing for `stale_s`: routers and executors whose writes
+failed while it was down are retrying them, and they get that long to reach it again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from google.protobuf import timestamp_pb2
+from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2
 
 from services.aggregator.ledger import Ledger
@@ -33,31 +38,40 @@ from services.runtime.wire import STATUS_TO_PB
 
 log = logging.getLogger(__name__)
 
-ABANDONED_REASON = (
+NOT_ROUTED = (
     "not routed: the router that took this signal stopped before routing it; nothing was sent to any "
     "exchange (submit it again under a new signal id to trade it)"
 )
+NOT_TAKEN = (
+    "not executed: {broker} never took this order (the router that routed it stopped before handing it "
+    "over); nothing was sent to any exchange (submit it again under a new signal id to trade it)"
+)
+SWEPT = (Status.PENDING, Status.ROUTING)
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    stale_pending_s: float = 60.0
+    stale_s: float = 60.0
     every_s: float = 10.0
     batch: int = 100
 
 
-def abandoned_update(order_signal: common_pb2.TradeSignal, now: timestamp_pb2.Timestamp) -> common_pb2.ExecutionUpdate:
-    """The FAILED update that ends a never-routed order (one update id per order: a repeat is a no-op)."""
+def abandoned_update(order: aggregator_pb2.Order, now: timestamp_pb2.Timestamp) -> common_pb2.ExecutionUpdate:
+    """The FAILED update that ends an order nobody carries on (one update id per order: a repeat
+    is a no-op)."""
+    signal = order.signal
+    routed = order.status == STATUS_TO_PB[Status.ROUTING]
     return common_pb2.ExecutionUpdate(
-        signal_id=order_signal.signal_id,
-        user_id=order_signal.user_id,
+        signal_id=signal.signal_id,
+        user_id=signal.user_id,
         status=STATUS_TO_PB[Status.FAILED],
-        pair=order_signal.pair,
-        side=order_signal.side,
-        reason=ABANDONED_REASON,
+        broker=order.broker if routed else "",
+        pair=signal.pair,
+        side=signal.side,
+        reason=NOT_TAKEN.format(broker=order.broker) if routed else NOT_ROUTED,
         time=now,
-        update_id=f"{order_signal.signal_id}:abandoned",
-        parent_signal_id=order_signal.metadata.get(PARENT_KEY, ""),
+        update_id=f"{signal.signal_id}:abandoned",
+        parent_signal_id=signal.metadata.get(PARENT_KEY, ""),
     )
 
 
@@ -76,21 +90,21 @@ class Sweeper:
         self._started = clock()
 
     async def sweep_once(self) -> int:
-        """End every order PENDING for longer than `stale_pending_s`; returns how many it ended."""
+        """End every order left PENDING or ROUTING with no update for `stale_s`; returns how many."""
         now = self._clock()
-        if now - self._started < self._config.stale_pending_s:
+        if now - self._started < self._config.stale_s:
             return 0
-        cutoff = timestamp_pb2.Timestamp()
-        cutoff.FromNanoseconds(int((now - self._config.stale_pending_s) * 1e9))
-        stamp = timestamp_pb2.Timestamp()
+        cutoff, stamp = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
+        cutoff.FromNanoseconds(int((now - self._config.stale_s) * 1e9))
         stamp.FromNanoseconds(int(now * 1e9))
         ended = 0
-        for order in await self._ledger.stale_pending(cutoff, self._config.batch):
-            recorded = await self._ledger.record_if_pending(abandoned_update(order.signal, stamp))
-            if recorded is not None and not recorded.duplicate:  # None: its router routed it meanwhile
-                ended += 1
-                log.warning("a never-routed order was ended FAILED",
-                            extra={"user_id": order.user_id, "signal_id": order.signal_id})
+        for status in SWEPT:
+            for order in await self._ledger.stale(status, cutoff, self._config.batch):
+                recorded = await self._ledger.record_if_unchanged(abandoned_update(order, stamp), order.last_sequence)
+                if recorded is not None and not recorded.duplicate:  # None: carried on meanwhile
+                    ended += 1
+                    log.warning("an order nobody carried on was ended FAILED",
+                                extra={"user_id": order.user_id, "signal_id": order.signal_id, "was": status.value})
         return ended
 
     async def run(self) -> None:

@@ -18,6 +18,7 @@ import itertools
 import pathlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -277,7 +278,10 @@ async def run(config: ChaosConfig, say: Callable[[str], None] = print) -> tuple[
                     clients.told.values(), await ledger_orders(agg, users), await venue_orders(sim),
                     await positions(perm, users), brokers=BROKERS,
                 )
-        extra = {"signals": sent, "attempts": clients.attempts, "faults": [e.describe() for e in events]}
+        kills = Counter(e.target for e in events if e.kind is Kind.KILL)
+        extra = {"signals": sent, "attempts": clients.attempts, "kills": dict(sorted(kills.items())),
+                 "exchange_faults": dict(Counter(e.kind.value for e in events if e.kind is not Kind.KILL)),
+                 "faults": [e.describe() for e in events]}
         return report, extra
     finally:
         mesh.stop()

@@ -405,14 +405,22 @@ class ExecutorEngine:
                             extra={"broker": self.broker, "signal_id": signal.signal_id})
                 await self._journal.done(signal.user_id, signal.signal_id)
                 continue
-            recovered += 1
             job = _Job(signal, entry.method, entry.priority)
             job.recovered = dict(entry.legs)
             job.status = Status.EXECUTING if entry.legs else Status.QUEUED
             self._jobs[key] = job
             if not entry.legs:
                 # The crash may have come between the journal and the ledger's QUEUED.
-                await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
+                recorded = await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
+                if not recorded and await self._routed_elsewhere(signal):
+                    # Ended (or moved on) since the check above, never sent: the aggregator ends
+                    # orders nobody carried on. The ledger refused our QUEUED: nothing may be placed.
+                    log.warning("journaled order ended meanwhile; dropped",
+                                extra={"broker": self.broker, "signal_id": signal.signal_id})
+                    del self._jobs[key]
+                    await self._journal.done(signal.user_id, signal.signal_id)
+                    continue
+            recovered += 1
             self._queue.push_recovered(signal.user_id, job, entry.priority)
             self._work_ready.release()
         if recovered:
@@ -433,12 +441,15 @@ class ExecutorEngine:
             raise
         return order.broker != self.broker or STATUS_FROM_PB[order.status].terminal
 
-    async def _emit_if_legal(self, job: _Job, status: Status, reason: str) -> None:
+    async def _emit_if_legal(self, job: _Job, status: Status, reason: str) -> bool:
+        """Record `status` unless the ledger holds that it cannot follow the order's state (False)."""
         try:
             await self._emit(job, status, reason)
         except ServiceError as exc:
             if exc.reason != "ILLEGAL_TRANSITION":
                 raise
+            return False
+        return True
 
     async def stop(self) -> None:
         tasks = [*self._workers, *self._background]

@@ -1,5 +1,6 @@
 """An order whose router stopped between the ledger creating it and routing it (a router killed
-at that moment: `nija chaos` found one) is ended FAILED by the aggregator's sweep, through the
+at that moment: `nija chaos` found one; the ROUTING case is the same, in
+tests/unit/test_aggregator_sweeper.py) is ended FAILED by the aggregator's sweep, through the
 same write path as every update: a client re-attaching is told why, and nothing was placed."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 from nija.router.v1 import router_pb2
 
-from services.aggregator.sweeper import ABANDONED_REASON
+from services.aggregator.sweeper import NOT_ROUTED
 from services.runtime.wire import status_name
 from tests.harness import InProcessMesh, signal
 
@@ -31,7 +32,7 @@ async def test_a_never_routed_order_is_ended_failed_and_a_client_reattaching_is_
     # The client comes back with the same signal: told the order's story, ending FAILED with the reason.
     again = [r.update async for r in mesh.router.SubmitSignal(router_pb2.SubmitSignalRequest(signal=pb), timeout=30)]
     assert [status_name(u.status) for u in again] == ["pending", "failed"]
-    assert again[-1].reason == ABANDONED_REASON
+    assert again[-1].reason == NOT_ROUTED
     # No exchange saw it.
     fills = await mesh.aggregator.ListFills(aggregator_pb2.ListFillsRequest(user_id="alice", signal_id=pb.signal_id))
     assert list(fills.fills) == []

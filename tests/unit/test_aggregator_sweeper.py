@@ -1,7 +1,7 @@
-"""The stale-order sweep: an order its router never routed is ended FAILED once it has been
-PENDING long enough; a routed order, a young one, or any order while the aggregator has just
-started, is left alone; and a router that routes the order in the same moment always wins over
-the sweep, or loses cleanly (SQLite and PostgreSQL)."""
+"""The stale-order sweep: an order left PENDING or ROUTING with no update long enough (its router
+stopped before an executor took it) is ended FAILED; one an executor took, a young one, or any
+order while the aggregator has just started, is left alone; and a writer that carries the order
+on in the same moment always wins over the sweep, or loses cleanly (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from google.protobuf import timestamp_pb2
 from nija.common.v1 import common_pb2 as c
 
 from services.aggregator.ledger import Ledger
-from services.aggregator.sweeper import ABANDONED_REASON, SweepConfig, Sweeper, abandoned_update
+from services.aggregator.sweeper import NOT_ROUTED, NOT_TAKEN, SweepConfig, Sweeper, abandoned_update
+from services.domain.states import Status
 from services.runtime.errors import ServiceError
 from tests.unit.test_ledger import signal, update
 
@@ -48,38 +49,43 @@ async def ledger(database_url: str, clock: Clock) -> AsyncIterator[Ledger]:
 
 
 def sweeper(ledger: Ledger, clock: Clock) -> Sweeper:
-    return Sweeper(ledger, SweepConfig(stale_pending_s=60.0), clock=clock.seconds)
+    return Sweeper(ledger, SweepConfig(stale_s=60.0), clock=clock.seconds)
 
 
 async def status_of(ledger: Ledger, signal_id: str) -> int:
     return (await ledger.get_order("u1", signal_id)).status
 
 
-async def test_a_never_routed_order_is_ended_failed_once_stale_and_only_once(ledger: Ledger, clock: Clock) -> None:
+async def test_orders_nobody_carried_on_are_ended_failed_once_stale_and_only_once(ledger: Ledger, clock: Clock) -> None:
     sweep = sweeper(ledger, clock)
     clock.now += 61  # the aggregator has been up long enough
     await ledger.create_order(signal("stuck"))
-    await ledger.create_order(signal("routed"))
-    await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "routed:routing:1", "routed", broker="kraken"))
+    await ledger.create_order(signal("dropped"))
+    await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "dropped:routing:1", "dropped", broker="kraken"))
+    await ledger.create_order(signal("taken"))
+    await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "taken:routing:1", "taken", broker="kraken"))
+    await ledger.record(update(c.EXECUTION_STATUS_QUEUED, "taken:queued", "taken", broker="kraken"))
 
     clock.now += 59
-    assert await sweep.sweep_once() == 0  # young: its router may still be routing it
+    assert await sweep.sweep_once() == 0  # young: their router may still be carrying them on
     assert await status_of(ledger, "stuck") == c.EXECUTION_STATUS_PENDING
 
     clock.now += 2
-    assert await sweep.sweep_once() == 1
-    order = await ledger.get_order("u1", "stuck")
-    assert order.status == c.EXECUTION_STATUS_FAILED
-    replay = await ledger.replay("u1", 0, signal_id="stuck")
-    assert [u.status for u in replay] == [c.EXECUTION_STATUS_PENDING, c.EXECUTION_STATUS_FAILED]
-    assert replay[-1].reason == ABANDONED_REASON
-    assert await status_of(ledger, "routed") == c.EXECUTION_STATUS_ROUTING  # routed: never the sweep's
+    assert await sweep.sweep_once() == 2
+    for signal_id, reason, broker in (("stuck", NOT_ROUTED, ""), ("dropped", NOT_TAKEN.format(broker="kraken"), "kraken")):
+        replay = await ledger.replay("u1", 0, signal_id=signal_id)
+        assert replay[-1].status == c.EXECUTION_STATUS_FAILED and replay[-1].reason == reason
+        assert replay[-1].broker == broker
+        assert len(replay) == (2 if signal_id == "stuck" else 3)
+    assert await status_of(ledger, "taken") == c.EXECUTION_STATUS_QUEUED  # an executor has it: never the sweep's
     assert await sweep.sweep_once() == 0
 
-    # Its router, late, can no longer route it: nothing is sent for an order the sweep ended.
-    with pytest.raises(ServiceError) as refused:
-        await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "stuck:routing:1", "stuck", broker="kraken"))
-    assert refused.value.reason == "ILLEGAL_TRANSITION"
+    # Late writers can no longer carry them on: nothing is sent for an order the sweep ended.
+    for late in (update(c.EXECUTION_STATUS_ROUTING, "stuck:routing:1", "stuck", broker="kraken"),
+                 update(c.EXECUTION_STATUS_QUEUED, "dropped:queued", "dropped", broker="kraken")):
+        with pytest.raises(ServiceError) as refused:
+            await ledger.record(late)
+        assert refused.value.reason == "ILLEGAL_TRANSITION"
 
 
 async def test_a_just_started_aggregator_gives_routers_time_first(ledger: Ledger, clock: Clock) -> None:
@@ -91,11 +97,16 @@ async def test_a_just_started_aggregator_gives_routers_time_first(ledger: Ledger
     assert await sweep.sweep_once() == 1
 
 
-async def test_a_router_that_routes_first_keeps_its_order(ledger: Ledger, clock: Clock) -> None:
+async def test_a_writer_that_carries_the_order_on_first_keeps_it(ledger: Ledger, clock: Clock) -> None:
     await ledger.create_order(signal("raced"))
     clock.now += 120
-    [stale] = await ledger.stale_pending(clock.stamp())
+    [stale] = await ledger.stale(Status.PENDING, clock.stamp())
     # The router's ROUTING lands between the sweep's query and its write.
     await ledger.record(update(c.EXECUTION_STATUS_ROUTING, "raced:routing:1", "raced", broker="kraken"))
-    assert await ledger.record_if_pending(abandoned_update(stale.signal, clock.stamp())) is None
-    assert await status_of(ledger, "raced") == c.EXECUTION_STATUS_ROUTING
+    assert await ledger.record_if_unchanged(abandoned_update(stale, clock.stamp()), stale.last_sequence) is None
+    clock.now += 120
+    [stale] = await ledger.stale(Status.ROUTING, clock.stamp())
+    # And the executor's QUEUED between the next sweep's query and its write.
+    await ledger.record(update(c.EXECUTION_STATUS_QUEUED, "raced:queued", "raced", broker="kraken"))
+    assert await ledger.record_if_unchanged(abandoned_update(stale, clock.stamp()), stale.last_sequence) is None
+    assert await status_of(ledger, "raced") == c.EXECUTION_STATUS_QUEUED

@@ -57,3 +57,28 @@ async def test_a_journaled_order_routed_elsewhere_is_dropped_and_one_still_here_
         assert {j.signal.signal_id for j in await journal.pending()} == {"still-here", "unknown-to-ledger"}
     finally:
         await journal.close()
+
+
+class SweptMeanwhile(LedgerWithOrders):
+    """The order is ROUTING here when recovery first looks, and the aggregator's sweep ends it
+    FAILED right after: the recovered QUEUED is then refused as an illegal transition."""
+
+    def __init__(self) -> None:
+        super().__init__({"swept": aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_ROUTING)})
+
+    async def record(self, update):  # type: ignore[no-untyped-def]
+        if update.signal_id == "swept":
+            self.orders["swept"] = aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_FAILED)
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "ILLEGAL_TRANSITION", "failed -> queued")
+        return await super().record(update)
+
+
+async def test_a_journaled_order_ended_by_the_sweep_while_it_is_recovered_is_never_queued(tmp_path: Path) -> None:
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    try:
+        await journal.admit(signal_to_pb(_signal("swept")), ExecutionMethod.LIMIT, 3)
+        engine = ExecutorEngine("binance", NoVenue(), SweptMeanwhile(), ExecutionConfig(rate_limits=False), journal=journal)  # type: ignore[arg-type]
+        assert await engine.recover() == 0
+        assert engine._jobs == {} and await journal.pending() == []
+    finally:
+        await journal.close()
