@@ -707,12 +707,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     try:
         config = ChaosConfig(data_dir=data_dir, seed=args.seed, duration_s=args.duration, users=args.users,
                              rate_per_s=args.rate, routers=args.routers, quiet_s=args.quiet, settle_s=args.settle,
-                             kill_every_s=args.kill_every)
+                             kill_every_s=args.kill_every, database_url=args.database_url or "")
         config.plan(["router"])  # the schedule's own checks, before anything starts
     except ValueError as exc:
         print(f"nija chaos: {exc}", file=sys.stderr)
         return 2
-    report, extra = asyncio.run(run(config, lambda line: print(line, flush=True)))
+    try:
+        report, extra = asyncio.run(run(config, lambda line: print(line, flush=True)))
+    except (RuntimeError, grpc.aio.AioRpcError) as exc:  # the mesh did not come back: that is the finding
+        print(f"nija chaos: the run could not finish: {exc}", file=sys.stderr)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "chaos.json").write_text(json.dumps({"error": str(exc)}, indent=2))
+        return 1
     figures = report.figures()
     width = max(len(k) for k in figures)
     print()
@@ -813,7 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--routers", type=int, default=2, help="router replicas (default 2)")
     p.add_argument("--kill-every", type=float, default=15.0, help="mean seconds between kills (default 15)")
     p.add_argument("--quiet", type=float, default=30.0, help="seconds without faults at the end (default 30)")
-    p.add_argument("--settle", type=float, default=60.0, help="then at most this long for every client to end")
+    p.add_argument("--settle", type=float, default=120.0, help="then at most this long for every client to end")
+    p.add_argument("--database-url", default=None,
+                   help="postgresql://... for the permission service and the ledger, whose connections the run "
+                        "then drops every ~30 s as a PostgreSQL restart does (use a database of its own; default SQLite)")
     p.add_argument("--data-dir", default=None, help="the mesh's data and logs (default ./chaos-runs/<UTC timestamp>)")
     p.set_defaults(func=cmd_chaos)
 

@@ -74,3 +74,19 @@ def drop_schema(schema: str, lock_timeout_s: int = 30) -> None:
             conn.execute("SET lock_timeout = 0")
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
         raise AssertionError(f"schema {schema} was still locked after the test by {holders}")
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A database of its own on the same server, for a test that drops every connection to its
+    database (nija chaos's PostgreSQL restarts); dropped after, with whatever still connects."""
+    name = f"t_{uuid.uuid4().hex}"
+    base = base_url()
+    server, _, _db = base.rpartition("/")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

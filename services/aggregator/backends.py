@@ -74,7 +74,14 @@ class PostgresConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE
+        return self._conn.info.transaction_status not in (
+            self._psycopg.pq.TransactionStatus.IDLE, self._psycopg.pq.TransactionStatus.UNKNOWN
+        )
+
+    @property
+    def broken(self) -> bool:
+        """The server dropped the connection (a restart or failover): it must be made again."""
+        return bool(self._conn.broken or self._conn.closed)
 
     def close(self) -> None:
         self._conn.close()

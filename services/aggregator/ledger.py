@@ -17,6 +17,7 @@ NIJA_DATABASE_URL, services.aggregator.backends); the SQL is written once for bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import binascii
 import dataclasses
@@ -412,7 +413,34 @@ class Ledger:
             raise ServiceError(
                 grpc.StatusCode.UNAVAILABLE, "LEDGER_CLOSED", "the ledger is not open"
             )
-        return await self._loop.run_in_executor(self._executor, fn, *args)
+        return await self._loop.run_in_executor(self._executor, self._read, fn, args)
+
+    def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            self._connection()
+            return fn(*args)
+        except Exception as exc:
+            raise self._lost_connection(exc) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        """The database connection (on the database thread), made again when the server dropped
+        the last one (a PostgreSQL restart or failover); the schema was made at open."""
+        if self._db is not None and getattr(self._db, "broken", False):
+            log.warning("ledger database connection lost; reconnecting")
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+        if self._db is None:
+            self._db = connect(self.path)  # type: ignore[assignment]
+        return self._db  # type: ignore[return-value]
+
+    def _lost_connection(self, exc: BaseException) -> BaseException:
+        """A failure because the connection was lost is UNAVAILABLE (the caller retries; every
+        ledger write is idempotent); any other failure stays what it is."""
+        if self._db is None or getattr(self._db, "broken", False):
+            return ServiceError(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                                "the connection to the database was lost; retry")
+        return exc
 
     async def _write(self, fn: Callable[..., tuple[T, list[common_pb2.ExecutionUpdate]]], *args: Any) -> T:
         """Run `fn` all-or-nothing, committed together with whatever other writes are waiting
@@ -442,9 +470,10 @@ class Ledger:
         with self._pending_lock:
             batch, self._pending = self._pending, []
             self._flush_scheduled = False
-        db, loop = self._db, self._loop
-        assert db is not None and loop is not None
+        loop = self._loop
+        assert loop is not None
         try:
+            db = self._connection()
             # SQLite: no savepoint per write (two statements each) unless a write that failed
             # had changed rows already; then the batch is rolled back and run again with them.
             # PostgreSQL: always, a failed statement there spoils the whole transaction.
@@ -453,8 +482,9 @@ class Ledger:
                 outcomes = self._apply(db, batch, savepoints=True)
             assert outcomes is not None
         except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            exc = self._lost_connection(exc)
+            if self._db is not None and self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             log.exception("ledger batch failed; nothing of it was written")
             loop.call_soon_threadsafe(self._answer, [(future, None, exc, ()) for _, _, future, _ in batch])
             return

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import os
 import pathlib
 import random
 import time
@@ -32,7 +33,7 @@ from nija.simexchange.v1 import simexchange_pb2, simexchange_pb2_grpc
 
 from services.bench import load
 from services.chaos.reconcile import LedgerOrder, Report, Told, VenueOrder, reconcile
-from services.chaos.schedule import Event, Kind, Plan, schedule
+from services.chaos.schedule import EXCHANGE_FAULTS, Event, Kind, Plan, schedule
 from services.cli import Mesh
 from services.domain.brokers import BROKERS
 from services.runtime.channels import open_channel
@@ -64,7 +65,11 @@ class ChaosConfig:
     exchange_fault_every_s: float = 10.0
     #: No faults in the last part of the run; then each client has this long to reach an end.
     quiet_s: float = 30.0
-    settle_s: float = 60.0
+    settle_s: float = 120.0
+    #: PostgreSQL for the permission service and the ledger (NIJA_DATABASE_URL), whose every
+    #: connection is then dropped now and then; empty: SQLite files.
+    database_url: str = ""
+    db_disconnect_every_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.rate_per_s <= 0 or self.routers < 1 or self.settle_s < 0:
@@ -73,7 +78,7 @@ class ChaosConfig:
     def plan(self, kill_targets: list[str]) -> Plan:
         return Plan(seed=self.seed, duration_s=self.duration_s, kill_targets=kill_targets, brokers=BROKERS,
                     kill_every_s=self.kill_every_s, exchange_fault_every_s=self.exchange_fault_every_s,
-                    quiet_s=self.quiet_s)
+                    quiet_s=self.quiet_s, db_disconnect_every_s=self.db_disconnect_every_s if self.database_url else 0.0)
 
 
 def kill_targets(routers: int) -> list[str]:
@@ -165,6 +170,10 @@ async def apply(event: Event, mesh: Mesh, sim: simexchange_pb2_grpc.SimulatedExc
                 say: Callable[[str], None]) -> None:
     """One scheduled fault: a kill and restart, or an exchange fault for its duration."""
     say(event.describe())
+    if event.kind is Kind.DB_DISCONNECT:
+        dropped = await asyncio.to_thread(drop_connections, os.environ["NIJA_DATABASE_URL"])
+        say(f"          {dropped} database connections dropped")
+        return
     if event.kind is Kind.KILL:
         started = time.monotonic()
         await mesh.restart(event.target)
@@ -187,6 +196,19 @@ async def apply(event: Event, mesh: Mesh, sim: simexchange_pb2_grpc.SimulatedExc
 def event_seed(event: Event) -> int:
     """The exchange's fault dice for one event, from the event itself: a rerun throws the same."""
     return random.Random(f"{event.at_s}/{event.kind.value}/{event.target}").randrange(1, 2**63)
+
+
+def drop_connections(url: str) -> int:
+    """What the mesh sees when PostgreSQL restarts: every other connection to the database is
+    terminated (run chaos against a database of its own)."""
+    import psycopg  # PostgreSQL mode only
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return sum(1 for (done,) in rows if done)
 
 
 # ---- the records ---------------------------------------------------------------------------------
@@ -241,8 +263,11 @@ async def positions(channel: grpc.aio.Channel, users: list[str]) -> dict[tuple[s
 
 async def run(config: ChaosConfig, say: Callable[[str], None] = print) -> tuple[Report, dict[str, Any]]:
     rng = random.Random(config.seed)
+    if config.database_url:  # the services take it from their environment
+        os.environ["NIJA_DATABASE_URL"] = config.database_url
     mesh = Mesh(config.data_dir, auto_ports=True, extra={}, routers=config.routers)
-    say(f"chaos: seed {config.seed}, {config.duration_s:g} s, {config.users} users, {config.rate_per_s:g} signals/s")
+    backend = "PostgreSQL" if config.database_url else "SQLite"
+    say(f"chaos: seed {config.seed}, {config.duration_s:g} s, {config.users} users, {config.rate_per_s:g} signals/s, {backend}")
     await mesh.start()
     try:
         targets = {c.name: c.target for c in mesh.children}
@@ -280,7 +305,8 @@ async def run(config: ChaosConfig, say: Callable[[str], None] = print) -> tuple[
                 )
         kills = Counter(e.target for e in events if e.kind is Kind.KILL)
         extra = {"signals": sent, "attempts": clients.attempts, "kills": dict(sorted(kills.items())),
-                 "exchange_faults": dict(Counter(e.kind.value for e in events if e.kind is not Kind.KILL)),
+                 "exchange_faults": dict(Counter(e.kind.value for e in events if e.kind in EXCHANGE_FAULTS)),
+                 "db_disconnects": sum(e.kind is Kind.DB_DISCONNECT for e in events),
                  "faults": [e.describe() for e in events]}
         return report, extra
     finally:

@@ -21,6 +21,7 @@ class Kind(enum.Enum):
     ERRORS = "errors"  # a share of calls fail like a 5xx
     RATE_LIMITS = "rate_limits"  # a share of calls are refused 429 with a retry-after
     LOST_RESPONSES = "lost_responses"  # orders execute but their answer is lost
+    DB_DISCONNECT = "db_disconnect"  # PostgreSQL drops every connection of the mesh, as a restart does
 
 
 EXCHANGE_FAULTS = (Kind.BLACKHOLE, Kind.LATENCY, Kind.ERRORS, Kind.RATE_LIMITS, Kind.LOST_RESPONSES)
@@ -56,6 +57,8 @@ class Plan:
     #: Faults start after `warmup_s` and stop `quiet_s` before the end.
     warmup_s: float = 5.0
     quiet_s: float = 20.0
+    #: PostgreSQL mode: the database drops every connection about this often (0: never).
+    db_disconnect_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.kill_targets or not self.brokers:
@@ -70,7 +73,7 @@ def schedule(plan: Plan) -> list[Event]:
     """Every fault of the run, in time order."""
     rng = random.Random(plan.seed)
     end = plan.duration_s - plan.quiet_s
-    events = _kills(plan, rng, end) + _exchange_faults(plan, rng, end)
+    events = _kills(plan, rng, end) + _exchange_faults(plan, rng, end) + _db_disconnects(plan, rng, end)
     return sorted(events, key=lambda e: (e.at_s, e.kind.value, e.target))
 
 
@@ -100,6 +103,17 @@ def _exchange_faults(plan: Plan, rng: random.Random, end: float) -> list[Event]:
             events.append(Event(round(at, 3), kind, broker, duration, _params(kind, rng)))
             free_at[broker] = at + duration
         at += rng.uniform(0.5, 1.5) * plan.exchange_fault_every_s
+    return events
+
+
+def _db_disconnects(plan: Plan, rng: random.Random, end: float) -> list[Event]:
+    events: list[Event] = []
+    if plan.db_disconnect_every_s <= 0:
+        return events
+    at = plan.warmup_s + rng.uniform(0, plan.db_disconnect_every_s)
+    while at < end:
+        events.append(Event(round(at, 3), Kind.DB_DISCONNECT, "database"))
+        at += rng.uniform(0.5, 1.5) * plan.db_disconnect_every_s
     return events
 
 

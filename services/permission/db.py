@@ -25,6 +25,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import grpc
+
+from services.runtime.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -83,6 +87,9 @@ class Database(abc.ABC):
                 with self.transaction(write=write):
                     return fn()
             except Exception as exc:
+                if self.broken:  # the next transaction reconnects; this one's caller may retry
+                    raise ServiceError(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                                       "the connection to the database was lost; retry") from exc
                 if attempt == RETRIES or not self._retryable(exc):
                     raise
                 log.warning("transaction retried", extra={"attempt": attempt, "error": str(exc)})
@@ -103,6 +110,11 @@ class Database(abc.ABC):
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row = self._cursor(sql, params).fetchone()
         return None if row is None else tuple(row)
+
+    @property
+    def broken(self) -> bool:
+        """The connection to the server is lost (PostgreSQL only; a SQLite file cannot be)."""
+        return False
 
     @abc.abstractmethod
     def lock_user(self, user_id: str) -> None:
@@ -224,6 +236,10 @@ class PostgresDatabase(Database):
         self._url = url
         self._conn = self._connect()
 
+    @property
+    def broken(self) -> bool:
+        return bool(self._conn.broken or self._conn.closed)
+
     def lock_user(self, user_id: str) -> None:
         self.execute("SELECT user_id FROM users WHERE user_id = ? FOR UPDATE", (user_id,))
 
@@ -259,7 +275,7 @@ class PostgresDatabase(Database):
             cursor.executemany(sql, rows)
 
     def _begin(self, write: bool) -> None:
-        if self._conn.broken:
+        if self.broken:
             # The server went away (restart, failover): the next transaction gets a new connection.
             log.warning("reconnecting to PostgreSQL after a broken connection")
             self._conn = self._connect()
@@ -268,7 +284,7 @@ class PostgresDatabase(Database):
         self._conn.commit()
 
     def _rollback(self) -> None:
-        if not self._conn.broken:
+        if not self.broken:
             self._conn.rollback()
 
     def _retryable(self, exc: Exception) -> bool:
