@@ -20,6 +20,7 @@ from services.domain.brokers import BROKERS, DEFAULT_PORTS
 from services.permission.client import PermissionClient
 from services.runtime.auth import Authenticate, AuthInterceptor, Rule, services_only, user_scoped
 from services.runtime.config import ConfigError, redact_url
+from services.runtime.limits import ServerLimits
 from services.runtime.security import Security
 from services.runtime.server import Health
 
@@ -71,6 +72,8 @@ class Config:
     #: An order left PENDING or ROUTING this long with no update was dropped by its router before
     #: an executor took it: it is ended FAILED, nothing having been sent (services.aggregator.sweeper).
     stale_order_s: float = 60.0
+    #: WatchUpdates streams one user or strategy may hold open here; one more is TOO_MANY_STREAMS.
+    max_streams_per_principal: int = ServerLimits.max_streams_per_principal
 
     def __post_init__(self) -> None:
         if not self.database_path:
@@ -85,6 +88,10 @@ class Config:
             raise ConfigError("webhook backoff: need 0 < webhook_backoff_base_s <= webhook_backoff_cap_s")
         if self.stale_order_s < 30:
             raise ConfigError(f"stale_order_s must be at least 30 (routers and executors need time), got {self.stale_order_s}")
+        self.limits()
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(max_streams_per_principal=self.max_streams_per_principal)
 
     def webhook_settings(self) -> SenderSettings:
         return SenderSettings(
@@ -101,6 +108,7 @@ class App:
 
     def __init__(self, config: Config, security: Security, authenticate: Authenticate | None = None) -> None:
         self.config = config
+        self.limits = config.limits()
         self.hub = Hub(config.watcher_buffer)
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.rpc_timeout_s)
         self.ledger = Ledger(config.database_url or config.database_path, on_commit=self._committed)

@@ -20,6 +20,7 @@ from services.router.engine import RouterEngine, RoutingConfig
 from services.router.servicer import RouterServicer
 from services.runtime.auth import Authenticate, AuthInterceptor, PrincipalKind, Rule, user_scoped
 from services.runtime.config import ConfigError
+from services.runtime.limits import ServerLimits
 from services.runtime.security import Security
 from services.runtime.server import Health
 
@@ -73,6 +74,8 @@ class Config:
     decisions_per_user: int = 8
     # A rate-limit refusal holds its user's decision slot this long (a flood slows itself).
     rate_limited_hold_s: float = 0.25
+    # Signal streams one user or strategy may hold open here; one more is TOO_MANY_STREAMS.
+    max_streams_per_principal: int = ServerLimits.max_streams_per_principal
 
     def executors(self) -> dict[str, str]:
         out = {}
@@ -85,6 +88,7 @@ class Config:
 
     def __post_init__(self) -> None:
         self.executors()
+        self.limits()
         if self.balancing not in {b.value for b in Balancing}:
             raise ConfigError(f"balancing must be one of {[b.value for b in Balancing]}, got {self.balancing!r}")
         if self.max_attempts < 1:
@@ -97,6 +101,9 @@ class Config:
             raise ConfigError("decisions_per_user must be at least 1")
         if not 0 <= self.rate_limited_hold_s <= 10:
             raise ConfigError("rate_limited_hold_s must be between 0 and 10")
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(max_streams_per_principal=self.max_streams_per_principal)
 
     def routing(self) -> RoutingConfig:
         return RoutingConfig(
@@ -114,6 +121,7 @@ class RouterApp:
 
     def __init__(self, config: Config, security: Security, authenticate: Authenticate | None = None) -> None:
         self.config = config
+        self.limits = config.limits()
         self.permission = PermissionClient(
             config.permission_target, security, timeout_s=config.rpc_timeout_s, reserve_timeout_s=config.reserve_timeout_s
         )

@@ -10,9 +10,16 @@ from services.runtime import tracing
 from services.runtime.config import ConfigError
 from services.runtime.security import Security, channel_credentials, target_is_local
 
+#: Our clients ping every server this often while they have calls open. Servers accept pings down
+#: to a third of it (`limits.ServerLimits.min_ping_interval_ms`), so ours are never cut off.
+KEEPALIVE_TIME_MS = 30_000
+
 CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # Keep pinging on a stream that is quiet for hours (WatchControls: kill switches): gRPC's
+    # default stops after 2 pings without data, so a dead peer on such a stream went unnoticed.
+    ("grpc.http2.max_pings_without_data", 0),
     # Order placement must never be retried by the transport; retries are decided by the code.
     ("grpc.enable_retries", 0),
     # A restarted upstream is found again within a second, not after minutes of backoff.

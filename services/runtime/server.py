@@ -5,6 +5,9 @@ and each of the app's service names), server reflection, and a graceful stop: on
 health turns NOT_SERVING, in-flight calls get `grace_s` to finish, then the app stops.
 The bound port (useful with port 0) is written to `port_file` once the server is SERVING.
 
+What one caller may cost the server (message sizes, pings, streams per connection and per
+principal) comes from the app's optional `limits` (`services.runtime.limits.ServerLimits`).
+
 Transport security comes from a `Security`: TLS (mTLS with a CA) when a certificate is set;
 otherwise plaintext, which is refused on anything but loopback unless explicitly allowed. An app
 that authenticates its callers exposes `interceptors` (e.g. an `AuthInterceptor`).
@@ -27,15 +30,17 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import ConfigError
 from services.runtime import tracing
+from services.runtime.limits import ServerLimits, StreamLimiter
 from services.runtime.metrics import RPC_CALLS, MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)
 
-SERVER_OPTIONS = (
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-)
+SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
+
+
+def server_options(limits: ServerLimits) -> tuple[tuple[str, int], ...]:
+    return (*SERVER_OPTIONS, *limits.grpc_options())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +116,18 @@ class RunningServer:
                 f"plaintext listen on non-loopback {listen.host}: configure TLS (NIJA_TLS_CERT, "
                 "NIJA_TLS_KEY) or set NIJA_ALLOW_PLAINTEXT_REMOTE=true"
             )
+        # Optional `limits`: an app whose callers need other limits than the defaults.
+        self.limits: ServerLimits = getattr(app, "limits", None) or ServerLimits()
+        self.stream_limiter = StreamLimiter(self.limits.max_streams_per_principal)
         # Counted first; then tracing (a refused call is still a span), then the app's own (its
-        # AuthInterceptor).
+        # AuthInterceptor), then the per-principal stream limit, which needs the caller it found.
         interceptors = (
             _CountCalls(),
             *tracing.server_interceptors(only_continued=getattr(app, "traces_only_continued", False)),
             *(getattr(app, "interceptors", None) or ()),
+            self.stream_limiter,
         )
-        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(self.limits))
         self._health_servicer = health.aio.HealthServicer()
         self.health = Health(self._health_servicer, app.service_names)
         self.port = 0
