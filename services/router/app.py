@@ -74,8 +74,10 @@ class Config:
     decisions_per_user: int = 8
     # A rate-limit refusal holds its user's decision slot this long (a flood slows itself).
     rate_limited_hold_s: float = 0.25
-    # Signal streams one user or strategy may hold open here; one more is TOO_MANY_STREAMS.
-    max_streams_per_principal: int = ServerLimits.max_streams_per_principal
+    # Signal streams one user or strategy may hold open here; one more is TOO_MANY_STREAMS. Each
+    # order a client follows is a stream: a strategy trading for its subscribers, or the seed's
+    # burst of 1,000 at once, holds many; the decision slots and rate limits bound what they cost.
+    max_streams_per_principal: int = ServerLimits.max_streams_per_connection
 
     def executors(self) -> dict[str, str]:
         out = {}
