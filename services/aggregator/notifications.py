@@ -150,6 +150,15 @@ def check_user(user_id: str) -> str:
         raise invalid("BAD_USER_ID", str(problem), field="user_id") from None
 
 
+def check_webhook_id(webhook_id: str) -> str:
+    """A webhook id shaped like the ones this service issues ("wh_" and hex); anything else names
+    no webhook, and is refused before it is looked up (or quoted back whole in a NOT_FOUND)."""
+    try:
+        return check_id(webhook_id, "webhook_id")
+    except SignalProblem as problem:
+        raise invalid("BAD_WEBHOOK_ID", str(problem), field="webhook_id") from None
+
+
 def check_url(url: str) -> str:
     """An absolute http(s) URL with a host, no credentials, no whitespace, bounded length."""
 
@@ -576,15 +585,14 @@ class Notifications:
         return await self.store.list_webhooks(check_user(user_id))
 
     async def delete_webhook(self, user_id: str, webhook_id: str) -> None:
-        if not webhook_id:
-            raise invalid("BAD_WEBHOOK_ID", "webhook_id is required", field="webhook_id")
-        await self.store.delete_webhook(check_user(user_id), webhook_id)
+        await self.store.delete_webhook(check_user(user_id), check_webhook_id(webhook_id))
         log.info("webhook deleted", extra={"user_id": user_id, "webhook_id": webhook_id})
 
     async def list_deliveries(
         self, user_id: str, webhook_id: str, page_size: int, page_token: str
     ) -> tuple[list[aggregator_pb2.Delivery], str]:
         user_id = check_user(user_id)
+        webhook_id = check_webhook_id(webhook_id) if webhook_id else ""
         if page_size > MAX_PAGE_SIZE:
             raise invalid("BAD_PAGE_SIZE", f"page_size is at most {MAX_PAGE_SIZE}", field="page_size")
         after = None

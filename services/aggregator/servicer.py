@@ -14,7 +14,8 @@ from services.aggregator.hub import Hub
 from services.aggregator.ledger import Ledger, Recorded
 from services.aggregator.notifications import Notifications
 from services.aggregator.watch import watch
-from services.runtime.errors import ServiceError, invalid, refusal_pb, stream, unary
+from services.runtime.errors import ServiceError, refusal_pb, stream, unary
+from services.runtime.wire import checked_id, order_key
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,11 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
     async def WatchUpdates(
         self, request: aggregator_pb2.WatchUpdatesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[aggregator_pb2.WatchUpdatesResponse]:
-        if not request.user_id:
-            raise invalid("BAD_USER_ID", "user_id is required", field="user_id")
-        updates = watch(
-            self._ledger,
-            self._hub,
-            request.user_id,
-            request.after_sequence,
-            request.signal_id or None,
-            self._replay_page,
-        )
+        # Checked as every other query's ids are: a watch for an id that can never exist would
+        # otherwise hold its stream open for nothing.
+        user_id = checked_id(request.user_id, "user_id")
+        signal_id = checked_id(request.signal_id, "signal_id") if request.signal_id else None
+        updates = watch(self._ledger, self._hub, user_id, request.after_sequence, signal_id, self._replay_page)
         async for update in updates:
             yield aggregator_pb2.WatchUpdatesResponse(update=update)
 
@@ -73,7 +69,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
     async def GetOrder(
         self, request: aggregator_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> aggregator_pb2.GetOrderResponse:
-        order = await self._ledger.get_order(request.user_id, request.signal_id)
+        # An id that can never exist is INVALID_ARGUMENT, as in ListFills (and is not quoted back whole).
+        order = await self._ledger.get_order(*order_key(request.user_id, request.signal_id))
         return aggregator_pb2.GetOrderResponse(order=order)
 
     @unary

@@ -248,9 +248,10 @@ def _broker_names(values: Iterable[str], field: str) -> tuple[str, ...]:
     except TypeError:
         raise BadPermissions(f"{field} must be a sequence of broker names, got {values!r}") from None
     # Compared before sorting: a stray non-string must be refused, not crash the sort.
-    unknown = sorted(repr(n) for n in names if n not in BROKERS)
+    # Quoted cut short: the message goes back to the caller, whatever they sent.
+    unknown = sorted(repr(n)[:40] for n in names if n not in BROKERS)
     if unknown:
-        raise BadPermissions(f"unknown brokers [{', '.join(unknown)}] in {field}; known: {list(BROKERS)}")
+        raise BadPermissions(f"unknown brokers [{', '.join(unknown[:5])}] in {field}; known: {list(BROKERS)}")
     return tuple(sorted(names))
 
 

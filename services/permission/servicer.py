@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -20,7 +20,7 @@ from nija.permission.v1 import permission_pb2, permission_pb2_grpc
 
 from services.domain.allocation import AllocationProblem
 from services.domain.brokers import BROKERS
-from services.domain.money import BadDecimal, fmt, parse_positive
+from services.domain.money import BadDecimal, fmt, parse_decimal, parse_positive
 from services.domain.signal import SignalProblem, check_id, check_pair, check_size
 from services.permission.accounts import Accounts, Controls, TokenAuthority
 from services.permission.allocations import allocation_from_pb, describe, pb_path, subscription_to_pb
@@ -528,12 +528,13 @@ def execution_event_from_pb(pb: permission_pb2.ApplyExecutionRequest) -> Executi
 
 
 def _fee(text: str) -> Decimal:
-    """Optional (empty: none); may be negative (a rebate)."""
+    """Optional (empty: none); may be negative (a rebate); a plain wire decimal like every other
+    (Decimal() alone also takes "1_000", " 1", "1e400" and 400-digit numbers, which then overflow
+    the positions' exact arithmetic)."""
     try:
-        return Decimal(text) if text else Decimal(0)
-    except InvalidOperation:
-        message = f"fill.fee must be a decimal string, got {text[:40]!r}"
-        raise invalid("BAD_FILL.FEE", message, field="fill.fee") from None
+        return parse_decimal(text, "fill.fee") if text else Decimal(0)
+    except BadDecimal as exc:
+        raise invalid("BAD_FILL.FEE", str(exc), field="fill.fee") from None
 
 
 def preferences_to_pb(preferences: RoutingPreferences) -> permission_pb2.RoutingPreferences:

@@ -38,7 +38,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if caller is not None and caller.kind is PrincipalKind.STRATEGY and caller.subject != strategy_id:
             raise ServiceError(
                 grpc.StatusCode.PERMISSION_DENIED, "NOT_THIS_STRATEGY",
-                f"strategy {caller.subject} may submit only its own signals, not {strategy_id!r}'s",
+                # Quoted cut short: a whole one (any size, unchecked yet) could overflow the reply.
+                f"strategy {caller.subject} may submit only its own signals, not {strategy_id[:40]!r}'s",
             )
         assert self._fanout is not None
         async for event in self._fanout.run(request.signal, context.time_remaining()):

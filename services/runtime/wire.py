@@ -78,9 +78,15 @@ def signal_type_from_pb(value: int) -> SignalType:
 
 
 def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime | None:
+    """A signal's timestamp: None when unset; INVALID_ARGUMENT (BAD_TIMESTAMP) outside what a
+    Timestamp may hold (years 1-9999, nanos 0-999,999,999), which the wire does not stop."""
     if ts.seconds == 0 and ts.nanos == 0:
         return None
-    return ts.ToDatetime(tzinfo=timezone.utc)
+    try:
+        return ts.ToDatetime(tzinfo=timezone.utc)
+    except ValueError:
+        raise invalid("BAD_TIMESTAMP", f"timestamp is out of range: seconds {ts.seconds}, nanos {ts.nanos}",
+                      field="timestamp") from None
 
 
 def now_pb() -> timestamp_pb2.Timestamp:
