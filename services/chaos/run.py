@@ -187,10 +187,22 @@ async def apply(event: Event, mesh: Mesh, sim: simexchange_pb2_grpc.SimulatedExc
         rate_limit_rate=params.get("rate_limit_rate", 0.0), retry_after_ms=int(params.get("retry_after_ms", 0)),
         lose_response_rate=params.get("lose_response_rate", 0.0), seed=event_seed(event),
     )
-    await sim.SetFault(fault, timeout=10)
+    await _set_fault(sim, fault)
     await asyncio.sleep(event.duration_s)
-    await sim.SetFault(simexchange_pb2.SetFaultRequest(broker=event.target, mode=simexchange_pb2.FAULT_MODE_NONE),
-                       timeout=10)
+    await _set_fault(sim, simexchange_pb2.SetFaultRequest(broker=event.target, mode=simexchange_pb2.FAULT_MODE_NONE))
+
+
+async def _set_fault(sim: simexchange_pb2_grpc.SimulatedExchangeServiceStub, fault: simexchange_pb2.SetFaultRequest,
+                     attempts: int = 5) -> None:
+    """The run's own control call: a machine busy with the run may answer it late; try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await sim.SetFault(fault, timeout=30)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if attempt == attempts or exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise
+            await asyncio.sleep(1.0)
 
 
 def event_seed(event: Event) -> int:
