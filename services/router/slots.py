@@ -10,8 +10,7 @@ semantics change (idempotent resubmission included); a user's flood only slows t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 
 class UserSlots:
@@ -42,14 +41,6 @@ class UserSlots:
                 self._forget(user_id)
 
         return release
-
-    @contextlib.asynccontextmanager
-    async def slot(self, user_id: str) -> AsyncIterator[None]:
-        release = await self.acquire(user_id)
-        try:
-            yield
-        finally:
-            release()
 
     def _forget(self, user_id: str) -> None:
         semaphore, count = self._users[user_id]

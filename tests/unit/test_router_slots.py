@@ -18,13 +18,16 @@ async def test_a_users_signals_beyond_their_slots_wait_and_others_do_not() -> No
     order: list[str] = []
 
     async def decide(user: str, name: str, hold: bool) -> None:
-        async with slots.slot(user):
+        give_back = await slots.acquire(user)
+        try:
             deciding[user] += 1
             peak[user] = max(peak[user], deciding[user])
             order.append(name)
             if hold:
                 await release.wait()
             deciding[user] -= 1
+        finally:
+            give_back()
 
     flood = [asyncio.create_task(decide("flood", f"f{i}", hold=True)) for i in range(10)]
     await asyncio.sleep(0)
@@ -44,8 +47,11 @@ async def test_a_cancelled_waiter_gives_its_place_up() -> None:
     hold = asyncio.Event()
 
     async def decide() -> None:
-        async with slots.slot("u"):
+        give_back = await slots.acquire("u")
+        try:
             await hold.wait()
+        finally:
+            give_back()
 
     first = asyncio.create_task(decide())
     waiting = asyncio.create_task(decide())
