@@ -36,6 +36,7 @@ from services.chaos.reconcile import LedgerOrder, Report, Told, VenueOrder, reco
 from services.chaos.schedule import EXCHANGE_FAULTS, Event, Kind, Plan, schedule
 from services.cli import Mesh
 from services.domain.brokers import BROKERS
+from services.domain.retry import backoff
 from services.runtime.channels import open_channel
 from services.runtime.errors import reason_of
 from services.runtime.security import Security
@@ -128,6 +129,7 @@ class Clients:
     async def _follow(self, pb: common_pb2.TradeSignal, give_up_at: float) -> None:
         key = (pb.user_id, pb.signal_id)
         last_sequence, accepted, filled, final = 0, False, Decimal(0), ""
+        delays = backoff(0.1, 2.0, self._rng)
         for attempt in itertools.count():
             self.attempts += 1
             stub = router_pb2_grpc.RouterServiceStub(self._channels[self._routers[attempt % len(self._routers)]])
@@ -147,7 +149,7 @@ class Clients:
                     final, filled, last_sequence = await self._watch(pb, last_sequence, final, filled)
             if final or time.monotonic() > give_up_at:
                 break
-            await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)) * self._rng.uniform(0.5, 1.0))
+            await asyncio.sleep(next(delays))
         self.told[key] = Told(*key, accepted=accepted, final=final, filled_quantity=filled)
 
     async def _watch(self, pb: common_pb2.TradeSignal, after: int, final: str, filled: Decimal
