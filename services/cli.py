@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import importlib
 import json
@@ -38,6 +37,9 @@ from services.gateway.alerts import hash_passphrase
 from services.permission.bootstrap import UP_MARK, Issued, issue_mesh_tokens
 from services.permission.client import KIND_TO_PB
 from services.permission.demo import DEMO_USERS
+from services.runtime import tracing
+from services.runtime.aio import wait_set
+from services.runtime.auth import PrincipalKind
 from services.runtime.certs import make_dev_certs
 from services.runtime.channels import open_channel
 from services.runtime.config import (
@@ -46,8 +48,6 @@ from services.runtime.config import (
     load_config,
     parse_assignments,
 )
-from services.runtime import tracing
-from services.runtime.auth import PrincipalKind
 from services.runtime.logging import configure_logging
 from services.runtime.security import Security, load_security
 from services.runtime.server import Listen, serve
@@ -527,8 +527,7 @@ async def _up(args: argparse.Namespace) -> int:
             if crashed:
                 print(f"{crashed.name} exited with {crashed.process.returncode}; see {crashed.log_path}", file=sys.stderr)
                 return 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await wait_set(stop, 0.5)
         return 0
     except RuntimeError as exc:
         print(f"nija up: {exc}", file=sys.stderr)

@@ -102,7 +102,8 @@ class _RecordStream:
         if self.failure is None:
             self._outbox.put_nowait(None)
             with contextlib.suppress(Exception):  # late or broken: cut below either way
-                await asyncio.wait_for(asyncio.shield(self._reader), _CLOSE_GRACE_S)
+                async with asyncio.timeout(_CLOSE_GRACE_S):  # not wait_for: see services.runtime.aio
+                    await asyncio.shield(self._reader)
         self._fail(ServiceError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "the ledger client is closed"))
         for task in (self._writer, self._reader):
             task.cancel()

@@ -57,7 +57,6 @@ timeout, 5 s by default) and do the work afterwards; a redirect counts as a fail
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -90,6 +89,7 @@ from services.aggregator.ledger import (
 )
 from services.domain.retry import backoff
 from services.domain.signal import SignalProblem, check_id
+from services.runtime.aio import wait_set
 from services.runtime.errors import invalid
 
 log = logging.getLogger(__name__)
@@ -648,8 +648,7 @@ async def _follow(
             raise
         except Exception:
             log.exception("webhook %s failed; retrying", name)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), wait_s())
+        await wait_set(wake, wait_s())
 
 
 async def _cancel(task: asyncio.Task | None) -> None:  # type: ignore[type-arg]

@@ -24,6 +24,7 @@ from nija.common.v1 import common_pb2
 
 from services.aggregator.ledger import Ledger
 from services.domain.retry import backoff
+from services.runtime.aio import wait_set
 from services.runtime.channels import raise_if_cancelled
 from services.runtime.errors import ServiceError
 
@@ -140,7 +141,4 @@ class PositionFeed:
                 raise
             except Exception:
                 log.exception("position feed failed; retrying")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._idle_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_set(self._wake, self._idle_s)

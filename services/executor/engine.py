@@ -69,6 +69,7 @@ from services.executor.venues.base import (
     VenueError,
 )
 from services.runtime import metrics, tracing
+from services.runtime.aio import wait_set
 from services.runtime.errors import ServiceError, precondition
 from services.runtime.wire import (
     SIDE_TO_PB,
@@ -519,8 +520,7 @@ class ExecutorEngine:
         """Return once the version moved past `seen_version`, or after `timeout_s`."""
         if self.version != seen_version:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        await wait_set(self._changed, timeout_s)
 
     async def _refresh_quote(self, pair: str) -> None:
         try:

@@ -27,6 +27,7 @@ from services.permission.keyring import (
 )
 from services.permission.permissions import ApiKeyInfo, KillSwitches, TokenRecord
 from services.permission.store import UserStore
+from services.runtime.aio import wait_set
 from services.runtime.auth import Principal, PrincipalKind
 from services.runtime.errors import ServiceError
 
@@ -155,7 +156,4 @@ class Controls:
             if current != last:
                 yield current
                 last = current
-            try:
-                await asyncio.wait_for(changed.wait(), self._poll_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_set(changed, self._poll_s)

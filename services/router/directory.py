@@ -25,6 +25,7 @@ from nija.common.v1 import common_pb2
 from nija.executor.v1 import executor_pb2, executor_pb2_grpc
 
 from services.domain.scoring import BookSide, BrokerSnapshot, PairLiquidity
+from services.runtime.aio import wait_set
 from services.runtime.channels import open_channel, raise_if_cancelled
 from services.runtime.security import Security
 
@@ -163,8 +164,7 @@ class ExecutorDirectory:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, self._stale_after_s))
+            await wait_set(self._changed, min(remaining, self._stale_after_s))
         return True
 
     def _changed_now(self, entry: _Entry) -> None:

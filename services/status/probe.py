@@ -16,6 +16,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime.aio import wait_set
 from services.runtime.channels import open_channel
 from services.runtime.security import Security
 from services.status.members import Member
@@ -145,8 +146,7 @@ async def follow(
     view = build_view(probe.members, None, previous)
     show(view)
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await wait_set(stop, interval)
         if stop.is_set():
             return view
         current = await probe.scrape()
