@@ -242,7 +242,9 @@ def refuse_acting_for(method: str, principal: Principal, user_id: str | None) ->
     if user_id is not None and principal.may_act_for(user_id):
         return None
     return _logged_refusal(method, principal, grpc.StatusCode.PERMISSION_DENIED, "ACTING_FOR_ANOTHER_USER",
-                            f"{principal} may not act for user {user_id!r}")
+                            # At most 40 characters of it: a huge id quoted whole would overflow
+                            # the caller's limit on response metadata and hide this refusal.
+                            f"{principal} may not act for user {(user_id or '')[:40]!r}")
 
 
 def _logged_refusal(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import ConfigError
+from services.runtime.errors import ServiceError, to_status
 from services.runtime import tracing
 from services.runtime.limits import ServerLimits, StreamLimiter
 from services.runtime.metrics import RPC_CALLS, MetricsServer
@@ -102,6 +104,93 @@ class _CountCalls(grpc.aio.ServerInterceptor):
         return handler
 
 
+class _Malformed:
+    """What the guarded deserializer hands over for bytes that are no request message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _RefuseMalformed(grpc.aio.ServerInterceptor):
+    """Bytes that do not parse as the method's request are INVALID_ARGUMENT/MALFORMED_REQUEST.
+
+    gRPC itself answers UNKNOWN ("Unexpected DecodeError") when a request deserializer raises, and
+    a deserializer cannot choose the status. So the deserializer is wrapped to hand over a
+    `_Malformed` instead, and the handler, wrapped outermost (this interceptor comes first), refuses
+    the call before anything else (authentication included) sees the request."""
+
+    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        deserializer = handler.request_deserializer
+
+        def deserialize(data: bytes) -> object:
+            try:
+                return deserializer(data)
+            except Exception as exc:  # protobuf's DecodeError, or invalid UTF-8 in a string field
+                return _Malformed(exc)
+
+        codecs = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_unary_unary(handler.unary_unary), **codecs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_unary_stream(handler.unary_stream), **codecs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_stream_unary(handler.stream_unary), **codecs)
+        return grpc.stream_stream_rpc_method_handler(_stream_stream(handler.stream_stream), **codecs)
+
+
+async def _refuse(context: grpc.aio.ServicerContext, request: _Malformed) -> None:
+    await context.abort_with_status(to_status(ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
+        f"the request is not a valid message for this method ({type(request.error).__name__})",
+    )))
+
+
+def _unary_unary(inner):  # type: ignore[no-untyped-def]
+    async def call(request, context):  # type: ignore[no-untyped-def]
+        if isinstance(request, _Malformed):
+            await _refuse(context, request)
+        return await inner(request, context)
+    return call
+
+
+def _unary_stream(inner):  # type: ignore[no-untyped-def]
+    if not inspect.isasyncgenfunction(inner):  # writes with context.write (grpc's health Watch)
+        return _unary_unary(inner)
+
+    async def call(request, context):  # type: ignore[no-untyped-def]
+        if isinstance(request, _Malformed):
+            await _refuse(context, request)
+        async for response in inner(request, context):
+            yield response
+    return call
+
+
+async def _checked(requests, context):  # type: ignore[no-untyped-def]
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            await _refuse(context, request)
+        yield request
+
+
+def _stream_unary(inner):  # type: ignore[no-untyped-def]
+    async def call(requests, context):  # type: ignore[no-untyped-def]
+        return await inner(_checked(requests, context), context)
+    return call
+
+
+def _stream_stream(inner):  # type: ignore[no-untyped-def]
+    if not inspect.isasyncgenfunction(inner):
+        return _stream_unary(inner)
+
+    async def call(requests, context):  # type: ignore[no-untyped-def]
+        async for response in inner(_checked(requests, context), context):
+            yield response
+    return call
+
+
 class RunningServer:
     """A started server; `port` is the bound port. Used directly by tests."""
 
@@ -119,9 +208,11 @@ class RunningServer:
         # Optional `limits`: an app whose callers need other limits than the defaults.
         self.limits: ServerLimits = getattr(app, "limits", None) or ServerLimits()
         self.stream_limiter = StreamLimiter(self.limits.max_streams_per_principal)
-        # Counted first; then tracing (a refused call is still a span), then the app's own (its
-        # AuthInterceptor), then the per-principal stream limit, which needs the caller it found.
+        # Malformed bytes refused before anything reads them; then counted; then tracing (a
+        # refused call is still a span), then the app's own (its AuthInterceptor), then the
+        # per-principal stream limit, which needs the caller it found.
         interceptors = (
+            _RefuseMalformed(),
             _CountCalls(),
             *tracing.server_interceptors(only_continued=getattr(app, "traces_only_continued", False)),
             *(getattr(app, "interceptors", None) or ()),
