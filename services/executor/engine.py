@@ -195,6 +195,8 @@ class _Job:
         self.wind_down = False
         # After a restart: the venue orders this job had already sent (or was sending), by leg.
         self.recovered: dict[int, OrderRequest] = {}
+        # Taken from the journal after a restart: no router follows its Execute call.
+        self.from_journal = False
         # Set by a cancel request: no further slice is sent, a resting order is cancelled.
         self.cancel_reason = ""
         self.cancelled = asyncio.Event()
@@ -332,8 +334,7 @@ class ExecutorEngine:
         self._draining = True
         for job in self._queue.drain():
             self._jobs.pop((job.signal.user_id, job.signal.signal_id), None)
-            job.release(f"{self.broker} executor is shutting down")
-            await self._forget(job)
+            await self._hand_back(job, f"{self.broker} executor is shutting down")
         self._touch()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s / 2
@@ -408,6 +409,7 @@ class ExecutorEngine:
                 continue
             job = _Job(signal, entry.method, entry.priority)
             job.recovered = dict(entry.legs)
+            job.from_journal = True
             job.status = Status.EXECUTING if entry.legs else Status.QUEUED
             self._jobs[key] = job
             if not entry.legs:
@@ -626,7 +628,7 @@ class ExecutorEngine:
         while True:
             await self._work_ready.acquire()
             job = self._queue.pop()
-            if job is None or self._must_wait_for_budget(job):
+            if job is None or self._must_wait_for_budget(job) or self._must_wait_for_breaker(job):
                 continue
             self._active += 1
             self._touch()
@@ -636,9 +638,9 @@ class ExecutorEngine:
                 job.started = True
                 tracing.record_span("executor.queue_wait", job.waiting_since_ns, job.trace,
                                     broker=self.broker, **job.trace_attributes())
-                if not self.breaker.allow():
-                    job.release(f"{self.broker} circuit breaker is {self.breaker.state.value}")
-                    await self._forget(job)
+                # A recovered order with legs sent goes on: they must be looked up, never handed back.
+                if not job.recovered and not self.breaker.allow():
+                    await self._hand_back(job, f"{self.broker} circuit breaker is {self.breaker.state.value}")
                     continue
                 with tracing.span("executor.order", job.trace, broker=self.broker, **job.trace_attributes()):
                     await self._run(job)
@@ -662,20 +664,30 @@ class ExecutorEngine:
         if wait <= 0:
             return False
         metrics.RATE_LIMIT_WAITS.labels(self.broker).inc()
-        self._deferred += 1
-        task = asyncio.create_task(self._requeue_after(job, wait))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._defer(job, wait, "executor.rate_limit_wait")
         return True
 
-    async def _requeue_after(self, job: _Job, wait: float) -> None:
+    def _must_wait_for_breaker(self, job: _Job) -> bool:
+        """A recovered order whose legs were sent before the restart is never handed back (it
+        may have traded): while the breaker is open it waits outside the queue, then is looked up."""
+        if not job.recovered or job.done or self.breaker.state is not BreakerState.OPEN:
+            return False
+        self._defer(job, 1.0, "executor.breaker_wait")
+        return True
+
+    def _defer(self, job: _Job, wait: float, span: str) -> None:
+        self._deferred += 1
+        task = asyncio.create_task(self._requeue_after(job, wait, span))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _requeue_after(self, job: _Job, wait: float, span: str) -> None:
         deferred_ns = tracing.now_ns()
         try:
             await self._sleep(wait)
         finally:
             self._deferred -= 1
-            tracing.record_span("executor.rate_limit_wait", deferred_ns, job.trace,
-                                broker=self.broker, **job.trace_attributes())
+            tracing.record_span(span, deferred_ns, job.trace, broker=self.broker, **job.trace_attributes())
             job.waiting_since_ns = tracing.now_ns()
         if not job.done:
             self._queue.push_recovered(job.signal.user_id, job, job.priority)
@@ -701,8 +713,7 @@ class ExecutorEngine:
             job.account = await self._accounts(job.signal.user_id)
         except ServiceError as exc:
             if job.status is Status.QUEUED:
-                job.release(f"{self.broker}: the user's API keys could not be read: {exc.message}")
-                await self._forget(job)
+                await self._hand_back(job, f"{self.broker}: the user's API keys could not be read: {exc.message}")
             else:
                 await self._finish(job, Status.FAILED, f"{self.broker}: the user's API keys could not be read")
             return
@@ -731,8 +742,7 @@ class ExecutorEngine:
         except _Ambiguous as exc:
             if job.status is Status.QUEUED:
                 # Nothing has been sent for this order yet: another broker can take it.
-                job.release(f"{self.broker} unavailable before the order was sent: {exc}")
-                await self._forget(job)
+                await self._hand_back(job, f"{self.broker} unavailable before the order was sent: {exc}")
                 return
             await self._finish(job, Status.FAILED, f"{self.broker} unavailable: {exc}")
 
@@ -1046,6 +1056,23 @@ class ExecutorEngine:
             metrics.EXECUTIONS_SUCCESS.labels(self.broker, job.signal.pair).inc()
         await self._emit(job, status, reason, fills)
         await self._forget(job)
+
+    async def _hand_back(self, job: _Job, reason: str) -> None:
+        """Nothing was sent for the job: the router following its Execute call routes it
+        elsewhere. A job recovered from the journal has no such router (it follows the ledger,
+        or is gone), so it ends FAILED in the ledger, saying nothing was sent; handed back to
+        nobody it would stay QUEUED for good. If that cannot be recorded, it stays in the journal
+        for the next start."""
+        if not job.from_journal:
+            job.release(reason)
+            await self._forget(job)
+            return
+        try:
+            await self._finish(job, Status.FAILED, f"{reason}; nothing was sent")
+        except Exception:
+            log.exception("could not end a recovered order", extra={"signal_id": job.signal.signal_id})
+            job.done = True
+            job.publish_nothing()
 
     async def _forget(self, job: _Job) -> None:
         """The job is over for this executor (terminal in the ledger, or handed back)."""

@@ -4,6 +4,7 @@ it twice. One still routed here is recovered as before."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import grpc
 from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2
 
+from services.domain.breaker import BreakerState
 from services.domain.signal import ExecutionMethod, Side, Signal, SignalType
+from services.domain.states import Status
 from services.executor.engine import ExecutionConfig, ExecutorEngine
 from services.executor.journal import Journal
+from services.executor.venues.base import OrderRequest, OrderType
 from services.runtime.errors import ServiceError
-from services.runtime.wire import signal_to_pb
+from services.runtime.wire import STATUS_FROM_PB, signal_to_pb
 from tests.fakes import MemoryLedger
 
 
@@ -81,4 +85,59 @@ async def test_a_journaled_order_ended_by_the_sweep_while_it_is_recovered_is_nev
         assert await engine.recover() == 0
         assert engine._jobs == {} and await journal.pending() == []
     finally:
+        await journal.close()
+
+
+async def _until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in time")
+
+
+async def test_a_recovered_order_the_executor_cannot_take_ends_failed_instead_of_being_handed_to_nobody(
+    tmp_path: Path,
+) -> None:
+    # Seen in a 10-minute `nija chaos` run: an executor restarted during its exchange's 5xx storm
+    # recovered three orders, found its breaker open and handed them back, to a router that no
+    # longer followed them: they stayed QUEUED for good. Nothing was sent, so they end FAILED.
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    ledger = LedgerWithOrders({"orphan": aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_ROUTING)})
+    engine = ExecutorEngine("binance", NoVenue(), ledger, ExecutionConfig(rate_limits=False, concurrency=1), journal=journal)  # type: ignore[arg-type]
+    try:
+        await journal.admit(signal_to_pb(_signal("orphan")), ExecutionMethod.MARKET, 3)
+        assert await engine.recover() == 1
+        while engine.breaker.state is not BreakerState.OPEN:
+            engine.breaker.record_failure()
+        engine.start_workers()
+
+        await _until(lambda: ledger.state.get("orphan") is Status.FAILED)
+        assert [STATUS_FROM_PB[u.status] for u in ledger.updates] == [Status.QUEUED, Status.FAILED]
+        assert "circuit breaker is open; nothing was sent" in ledger.updates[-1].reason
+        assert await journal.pending() == [] and engine._jobs == {}
+    finally:
+        await engine.stop()
+        await journal.close()
+
+
+async def test_a_recovered_order_with_a_leg_sent_waits_out_an_open_breaker_instead(tmp_path: Path) -> None:
+    # Its leg may have traded: it is looked up once the exchange answers again, never ended unseen.
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    ledger = LedgerWithOrders({"sent": aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_EXECUTING)})
+    engine = ExecutorEngine("binance", NoVenue(), ledger, ExecutionConfig(rate_limits=False, concurrency=1), journal=journal)  # type: ignore[arg-type]
+    try:
+        await journal.admit(signal_to_pb(_signal("sent")), ExecutionMethod.MARKET, 3)
+        request = OrderRequest("nija-sent-0", "BTC-USD", Side.BUY, OrderType.MARKET, Decimal("0.001"))
+        await journal.leg("alice", "sent", 0, request)
+        assert await engine.recover() == 1
+        while engine.breaker.state is not BreakerState.OPEN:
+            engine.breaker.record_failure()
+        engine.start_workers()
+
+        await _until(lambda: engine._deferred == 1)
+        assert ledger.updates == [] and [j.signal.signal_id for j in await journal.pending()] == ["sent"]
+        assert ("alice", "sent") in engine._jobs
+    finally:
+        await engine.stop()
         await journal.close()
