@@ -96,6 +96,9 @@ class TokenAuthority:
     def __init__(self, store: UserStore, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        #: Called after a token is revoked (this service's own cache of checked tokens forgets
+        #: them, so a revoked token is refused here at once, not after the cache's TTL).
+        self.on_revoked: list[Callable[[], None]] = []
 
     async def create(self, kind: PrincipalKind, subject: str, description: str) -> tuple[str, TokenRecord]:
         token, token_id, secret_hash = token_text.mint()
@@ -107,7 +110,11 @@ class TokenAuthority:
         return token, record
 
     async def revoke(self, token_id: str) -> bool:
-        return await self._store.revoke_token(token_id, self._clock())
+        revoked = await self._store.revoke_token(token_id, self._clock())
+        if revoked:
+            for listener in self.on_revoked:
+                listener()
+        return revoked
 
     async def principal(self, token: str) -> Principal | None:
         """Who a token speaks for; None when it is malformed, unknown or revoked."""

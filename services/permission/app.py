@@ -108,7 +108,10 @@ class PermissionApp:
         self._servicer = PermissionServicer(self.store, self.accounts, self.tokens, self.controls)
         self._admin = AdminServicer(self.store, self.accounts, self.tokens, self.controls)
         # This service is the token authority: it checks tokens against its own database.
-        authenticate = authenticate or CachingAuthenticator(self.tokens.principal, ttl_s=1.0)
+        if authenticate is None:
+            cache = CachingAuthenticator(self.tokens.principal, ttl_s=1.0)
+            self.tokens.on_revoked.append(cache.clear)
+            authenticate = cache
         self.interceptors = (AuthInterceptor(ACCESS, authenticate),)
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -35,7 +35,7 @@ from services.permission.permissions import (
 )
 from services.permission.positions import BadFill, ExecutionEvent, FillEvent, Position
 from services.permission.store import StoreNotOpen, UnknownUser, UserStore
-from services.runtime.auth import PrincipalKind, current_principal
+from services.runtime.auth import PrincipalKind, current_principal, logged_refusal
 from services.runtime.errors import ServiceError, invalid, not_found, stream, unary
 from services.runtime.wire import STATUS_FROM_PB, field_error, side_from_pb
 
@@ -177,10 +177,10 @@ class PermissionServicer(_Owner, permission_pb2_grpc.PermissionServiceServicer):
         user_id, broker = _user_id(request.user_id), _broker(request.broker)
         caller = current_principal()
         if caller is None or caller.kind is not PrincipalKind.SERVICE or caller.subject != f"executor-{broker}":
-            log.warning("api keys refused", extra={"user_id": user_id, "broker": broker, "principal": str(caller)})
-            raise ServiceError(
-                grpc.StatusCode.PERMISSION_DENIED, "KEYS_FOR_OWN_BROKER_ONLY",
-                f"only the {broker} executor may read {broker} API keys",
+            raise logged_refusal(
+                "/nija.permission.v1.PermissionService/GetCredentials", caller, grpc.StatusCode.PERMISSION_DENIED,
+                "KEYS_FOR_OWN_BROKER_ONLY", f"only the {broker} executor may read {broker} API keys",
+                user_id=user_id, broker=broker,
             )
         credentials = await self._accounts.credentials(user_id, broker)
         if credentials is None:

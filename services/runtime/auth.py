@@ -241,13 +241,13 @@ def refuse_acting_for(method: str, principal: Principal, user_id: str | None) ->
     see, refuses just the one message (RouterService/SubmitSignals)."""
     if user_id is not None and principal.may_act_for(user_id):
         return None
-    return _logged_refusal(method, principal, grpc.StatusCode.PERMISSION_DENIED, "ACTING_FOR_ANOTHER_USER",
+    return logged_refusal(method, principal, grpc.StatusCode.PERMISSION_DENIED, "ACTING_FOR_ANOTHER_USER",
                             # At most 40 characters of it: a huge id quoted whole would overflow
                             # the caller's limit on response metadata and hide this refusal.
                             f"{principal} may not act for user {(user_id or '')[:40]!r}")
 
 
-def _logged_refusal(
+def logged_refusal(
     method: str, principal: Principal | None, code: grpc.StatusCode, reason: str, message: str, **log_fields: str
 ) -> ServiceError:
     """Log a refusal once on the security logger; the error to refuse with."""
@@ -268,7 +268,7 @@ async def _refuse(
     **log_fields: str,
 ) -> NoReturn:
     """Log the security event and abort the call (abort raises; this never returns)."""
-    await context.abort_with_status(to_status(_logged_refusal(method, principal, code, reason, message, **log_fields)))
+    await context.abort_with_status(to_status(logged_refusal(method, principal, code, reason, message, **log_fields)))
     raise AssertionError("unreachable")  # abort_with_status raises
 
 
@@ -337,6 +337,10 @@ class CachingAuthenticator:
             task.add_done_callback(lambda done: self._forget_inflight(key, done))
         # One caller giving up (deadline, cancel) must not cancel the fetch the others wait for.
         return await asyncio.shield(task)
+
+    def clear(self) -> None:
+        """Forget every checked token (one was revoked): the next call of each is checked again."""
+        self._entries.clear()
 
     def _forget_inflight(self, key: bytes, done: asyncio.Future[Principal | None]) -> None:
         if self._inflight.get(key) is done:
