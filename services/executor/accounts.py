@@ -4,22 +4,36 @@ Keys come decrypted from the permission service (only executors may ask, each fo
 broker) and are kept in memory, never written anywhere or logged: for `ttl_s`, or for
 `followed_ttl_s` while the permission service's API keys' version is followed (every cached
 account is dropped when it changes), so an order does not cost a credentials read.
+
+A read that times out or finds the permission service unreachable is tried again for up to
+`retry_s`: nothing has been sent for the order yet, and handing it back would end it FAILED when
+no other broker can take it (seen with 76 of 940 orders of a 1,000-subscriber fan-out on a loaded
+machine, each read over its 2 s deadline).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
+
+from services.domain.retry import backoff
 from services.executor.venues.base import Account
+from services.runtime.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 #: (user_id, broker) -> the stored credentials (with api_key, api_secret, passphrase), or None.
 FetchCredentials = Callable[[str, str], Awaitable[Any]]
+
+#: Failures a later read may not meet: the permission service busy or away.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class AccountBook:
@@ -30,9 +44,13 @@ class AccountBook:
         ttl_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         followed_ttl_s: float = 600.0,
+        retry_s: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._broker = broker
         self._fetch = fetch
+        self._retry_s = retry_s
+        self._sleep = sleep
         self._ttl_s = ttl_s
         self._followed_ttl_s = followed_ttl_s
         self._clock = clock
@@ -52,7 +70,7 @@ class AccountBook:
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        credentials = await self._fetch(user_id, self._broker)
+        credentials = await self._read(user_id)
         if credentials is None:
             account = Account(user_id=user_id, account_id=user_id)
         else:
@@ -69,6 +87,21 @@ class AccountBook:
         ttl = self._followed_ttl_s if self._version else self._ttl_s
         self._cache[user_id] = (now + ttl, account)
         return account
+
+    async def _read(self, user_id: str) -> Any:
+        give_up_at = self._clock() + self._retry_s
+        delays = backoff(0.2, 2.0, random.Random())
+        while True:
+            try:
+                return await self._fetch(user_id, self._broker)
+            except ServiceError as exc:
+                delay = next(delays)
+                if exc.code not in _TRANSIENT or self._clock() + delay > give_up_at:
+                    raise
+                log.warning("api keys could not be read; trying again",
+                            extra={"user_id": user_id, "broker": self._broker, "code": exc.code.name,
+                                   "retry_in_s": round(delay, 3)})
+                await self._sleep(delay)
 
     def forget(self, user_id: str | None = None) -> None:
         """Drop cached keys (all of them without a user): the next order reads them again."""

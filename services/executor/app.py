@@ -66,6 +66,8 @@ class Config:
     #: service's API keys' version is followed (WatchControls), `credentials_followed_ttl_s`.
     credentials_ttl_s: float = 30.0
     credentials_followed_ttl_s: float = 600.0
+    #: How long an order's keys read is tried again while the permission service is busy or away.
+    credentials_retry_s: float = 10.0
     # The in-flight journal (default var/executor-<broker>.journal.db).
     journal_path: str = ""
     venue_timeout_s: float = 5.0
@@ -158,7 +160,8 @@ class ExecutorApp:
         self._ledger = LedgerClient(config.aggregator_target, security, timeout_s=config.ledger_timeout_s)
         self.permission = PermissionClient(config.permission_target, security, timeout_s=config.permission_timeout_s)
         self.accounts = AccountBook(config.broker, self.permission.credentials, ttl_s=config.credentials_ttl_s,
-                                    followed_ttl_s=config.credentials_followed_ttl_s)
+                                    followed_ttl_s=config.credentials_followed_ttl_s,
+                                    retry_s=config.credentials_retry_s)
         self._venue = make_venue(config)
         self._journal = Journal(config.journal_path or f"var/executor-{config.broker}.journal.db")
         self.engine = ExecutorEngine(

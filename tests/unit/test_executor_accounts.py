@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import types
 
+import grpc
 import pytest
 
 from services.executor.accounts import AccountBook
+from services.runtime.errors import ServiceError
 
 
 class _Keys:
@@ -66,3 +68,50 @@ async def test_a_service_that_does_not_track_keys_leaves_the_short_ttl(clock) ->
     clock[0] = 31.0
     await book.account("alice")
     assert keys.reads == 2
+
+
+class _Busy(_Keys):
+    """A permission service whose first `failures` reads fail with `code`."""
+
+    def __init__(self, failures: int, code: grpc.StatusCode) -> None:
+        super().__init__()
+        self.failures = failures
+        self.code = code
+
+    async def __call__(self, user_id: str, broker: str):  # type: ignore[no-untyped-def]
+        if self.reads < self.failures:
+            self.reads += 1
+            raise ServiceError(self.code, self.code.name, "busy")
+        return await super().__call__(user_id, broker)
+
+
+def _book(keys: _Keys, clock: list[float]) -> tuple[AccountBook, list[float]]:
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    return AccountBook("kraken", keys, clock=lambda: clock[0], retry_s=10.0, sleep=sleep), slept
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE])
+async def test_a_busy_permission_service_is_asked_again(clock, code: grpc.StatusCode) -> None:
+    keys = _Busy(3, code)
+    keys.stored["alice"] = "AK"
+    book, slept = _book(keys, clock)
+    assert (await book.account("alice")).api_key == "AK"
+    assert keys.reads == 4 and len(slept) == 3 and all(0 < s <= 2.0 for s in slept)
+
+
+async def test_it_gives_up_after_retry_s_and_never_retries_a_refusal(clock) -> None:
+    book, slept = _book(_Busy(1000, grpc.StatusCode.UNAVAILABLE), clock)
+    with pytest.raises(ServiceError):
+        await book.account("alice")
+    assert 8.0 <= sum(slept) <= 10.0
+
+    refused = _Busy(1, grpc.StatusCode.PERMISSION_DENIED)
+    book, slept = _book(refused, clock)
+    with pytest.raises(ServiceError):
+        await book.account("alice")
+    assert refused.reads == 1 and slept == []
