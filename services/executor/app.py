@@ -208,17 +208,26 @@ class ExecutorApp:
                 log.exception("could not apply the kill switches")
 
     async def _refresh_loop(self) -> None:
-        """Load markets (retrying until the venue answers), then keep quotes and health current."""
+        """Load markets (retrying until the venue answers), recover the journal's orders (retrying
+        until the ledger answers), then keep quotes and health current."""
         assert self._health is not None
+        recovered = False
         while True:
             try:
                 if not self.engine.ready:
                     await self.engine.load_markets()
+                if not recovered:
+                    # Safe to run again after a failure part way: what it took is skipped.
                     await self.engine.recover()
+                    recovered = True
                 with tracing.untraced():
                     await self.engine.refresh_quotes()
             except VenueError as exc:
                 log.warning("venue not reachable", extra={"error": repr(exc)})
+            except Exception as exc:
+                # The ledger away while orders are recovered: in a 10-minute chaos run on PostgreSQL
+                # one such error ended this loop, and 548 journaled orders stayed QUEUED for good.
+                log.warning("recovery or refresh failed; trying again", extra={"error": repr(exc)})
             # SERVING once routers can score this broker: markets loaded, every book read once.
             serving = self.engine.quotes_complete and self.engine.breaker.state is not BreakerState.OPEN
             if serving != self._health.serving:

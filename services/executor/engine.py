@@ -400,10 +400,11 @@ class ExecutorEngine:
             key = (signal.user_id, signal.signal_id)
             if key in self._jobs:
                 continue
-            if not entry.legs and await self._routed_elsewhere(signal):
+            if await self._routed_elsewhere(signal, sent=bool(entry.legs)):
                 # Never sent, and the router has since moved the order on (it waits for an
-                # admission only so long): taking it now would place it twice.
-                log.warning("journaled order was routed elsewhere meanwhile; dropped",
+                # admission only so long): taking it now would place it twice. Or it ended
+                # already (a crash between the ledger's terminal update and the journal's done).
+                log.warning("journaled order was routed elsewhere or ended meanwhile; dropped",
                             extra={"broker": self.broker, "signal_id": signal.signal_id})
                 await self._journal.done(signal.user_id, signal.signal_id)
                 continue
@@ -414,8 +415,13 @@ class ExecutorEngine:
             self._jobs[key] = job
             if not entry.legs:
                 # The crash may have come between the journal and the ledger's QUEUED.
-                recorded = await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
-                if not recorded and await self._routed_elsewhere(signal):
+                try:
+                    recorded = await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
+                    moved = not recorded and await self._routed_elsewhere(signal)
+                except BaseException:
+                    del self._jobs[key]  # not taken: the next recovery tries it again
+                    raise
+                if moved:
                     # Ended (or moved on) since the check above, never sent: the aggregator ends
                     # orders nobody carried on. The ledger refused our QUEUED: nothing may be placed.
                     log.warning("journaled order ended meanwhile; dropped",
@@ -431,8 +437,8 @@ class ExecutorEngine:
             self._touch()
         return recovered
 
-    async def _routed_elsewhere(self, signal: Signal) -> bool:
-        """Whether the ledger shows the order finished or routed to another broker."""
+    async def _routed_elsewhere(self, signal: Signal, sent: bool = False) -> bool:
+        """Whether the ledger shows the order finished or (never `sent` here) routed to another broker."""
         get_order = getattr(self._ledger, "get_order", None)
         if get_order is None:
             return False
@@ -442,7 +448,7 @@ class ExecutorEngine:
             if exc.code is grpc.StatusCode.NOT_FOUND:
                 return False
             raise
-        return order.broker != self.broker or STATUS_FROM_PB[order.status].terminal
+        return STATUS_FROM_PB[order.status].terminal or (not sent and order.broker != self.broker)
 
     async def _emit_if_legal(self, job: _Job, status: Status, reason: str) -> bool:
         """Record `status` unless the ledger holds that it cannot follow the order's state (False)."""

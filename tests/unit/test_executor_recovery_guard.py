@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
+import pytest
 from nija.aggregator.v1 import aggregator_pb2
 from nija.common.v1 import common_pb2
 
@@ -140,4 +141,59 @@ async def test_a_recovered_order_with_a_leg_sent_waits_out_an_open_breaker_inste
         assert ("alice", "sent") in engine._jobs
     finally:
         await engine.stop()
+        await journal.close()
+
+
+class LedgerAwayOnce(LedgerWithOrders):
+    """The ledger refuses the first QUEUED of `flaky` as UNAVAILABLE (the aggregator restarting)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.refused = False
+
+    async def record(self, update):  # type: ignore[no-untyped-def]
+        if update.signal_id == "flaky" and not self.refused:
+            self.refused = True
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "the ledger is restarting")
+        return await super().record(update)
+
+
+async def test_a_recovery_cut_short_by_the_ledger_takes_the_rest_when_run_again(tmp_path: Path) -> None:
+    # In a 10-minute chaos run on PostgreSQL the one failure ended the executor's refresh loop
+    # and 548 journaled orders stayed QUEUED for good; now the loop runs recover() again.
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    ledger = LedgerAwayOnce()
+    engine = ExecutorEngine("binance", NoVenue(), ledger, ExecutionConfig(rate_limits=False), journal=journal)  # type: ignore[arg-type]
+    try:
+        for signal_id in ("first", "flaky", "last"):
+            await journal.admit(signal_to_pb(_signal(signal_id)), ExecutionMethod.MARKET, 3)
+        with pytest.raises(ServiceError):
+            await engine.recover()
+        assert ("alice", "flaky") not in engine._jobs  # not taken, so not skipped next time
+
+        assert await engine.recover() == 2  # flaky and last; first is already queued
+        assert {s for (_, s) in engine._jobs} == {"first", "flaky", "last"}
+        assert [u.signal_id for u in ledger.updates] == ["first", "flaky", "last"]
+        assert len(engine._queue) == 3
+    finally:
+        await journal.close()
+
+
+async def test_a_journaled_order_with_a_leg_sent_that_the_ledger_shows_ended_is_dropped(tmp_path: Path) -> None:
+    # Killed between the ledger's FILLED and the journal's done: recovering it only failed on
+    # "illegal transition filled -> executing", at every restart.
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    ledger = LedgerWithOrders({
+        "done": aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_FILLED),
+        "open": aggregator_pb2.Order(broker="binance", status=common_pb2.EXECUTION_STATUS_EXECUTING),
+    })
+    engine = ExecutorEngine("binance", NoVenue(), ledger, ExecutionConfig(rate_limits=False), journal=journal)  # type: ignore[arg-type]
+    try:
+        for signal_id in ("done", "open"):
+            await journal.admit(signal_to_pb(_signal(signal_id)), ExecutionMethod.MARKET, 3)
+            request = OrderRequest(f"nija-{signal_id}-0", "BTC-USD", Side.BUY, OrderType.MARKET, Decimal("0.001"))
+            await journal.leg("alice", signal_id, 0, request)
+        assert await engine.recover() == 1
+        assert [j.signal.signal_id for j in await journal.pending()] == ["open"]
+    finally:
         await journal.close()
