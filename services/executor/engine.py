@@ -282,7 +282,7 @@ class ExecutorEngine:
         self._limits = RateLimiter(profile) if config.rate_limits else None
         self._read_once: set[str] = set()  # pairs whose book has been read at least once
         self._deferred = 0  # jobs waiting for their account's order budget, outside the queue
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[object]] = set()
         self._refresh_budget = TokenBucket(max(1.0, config.book_refresh_per_s), config.book_refresh_per_s)
         self._venue = venue
         self._ledger = ledger
@@ -590,9 +590,20 @@ class ExecutorEngine:
         key = (signal.user_id, signal.signal_id)
         job = self._jobs.get(key)
         if job is None:
-            job = await self._admit(signal, method, priority)
+            # Admitted whatever the caller does meanwhile. A router killed while the journal and
+            # the ledger's QUEUED were written cancelled the admission between the two, and left
+            # the order QUEUED with no worker ever to take it (5 orders of a 10-minute chaos run).
+            admission = asyncio.ensure_future(self._admit(signal, method, priority))
+            self._background.add(admission)
+            admission.add_done_callback(self._admitted)
+            job = await asyncio.shield(admission)
         async for update in job.follow():
             yield update
+
+    def _admitted(self, admission: asyncio.Future[_Job]) -> None:
+        self._background.discard(admission)
+        if not admission.cancelled():
+            admission.exception()  # a refusal nobody awaited any more is not an unretrieved error
 
     async def _admit(self, signal: Signal, method: ExecutionMethod, priority: int) -> _Job:
         if not self.ready:

@@ -197,3 +197,51 @@ async def test_a_journaled_order_with_a_leg_sent_that_the_ledger_shows_ended_is_
         assert [j.signal.signal_id for j in await journal.pending()] == ["open"]
     finally:
         await journal.close()
+
+
+class SlowLedger(MemoryLedger):
+    """Holds every record until `go` is set (an aggregator answering slowly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def record(self, update):  # type: ignore[no-untyped-def]
+        self.arrived.set()
+        await self.go.wait()
+        return await super().record(update)
+
+
+class OneMarket(NoVenue):
+    async def load_markets(self):  # type: ignore[no-untyped-def]
+        from services.executor.venues.base import Market
+
+        return {"BTC-USD": Market("BTC-USD", "BTC", "USD", Decimal("0.01"), Decimal("0.00001"), Decimal("0.00001"), Decimal(1))}
+
+    async def fetch_fees(self):  # type: ignore[no-untyped-def]
+        return {}
+
+
+async def test_an_order_whose_caller_goes_away_while_it_is_admitted_is_still_queued(tmp_path: Path) -> None:
+    # A router killed while the executor wrote the journal and the ledger's QUEUED cancelled the
+    # admission between the two: the order stayed QUEUED with no worker ever to take it.
+    journal = await Journal(str(tmp_path / "journal.db")).open()
+    ledger = SlowLedger()
+    engine = ExecutorEngine("binance", OneMarket(), ledger, ExecutionConfig(rate_limits=False), journal=journal)  # type: ignore[arg-type]
+    try:
+        await engine.load_markets()
+
+        async def follow() -> None:
+            async for _ in engine.execute(_signal("s1"), ExecutionMethod.MARKET, 3):
+                pass
+
+        caller = asyncio.create_task(follow())
+        await asyncio.wait_for(ledger.arrived.wait(), 5)  # the QUEUED is on its way to the ledger
+        caller.cancel()
+        ledger.go.set()
+        await _until(lambda: len(engine._queue) == 1)
+        assert [u.signal_id for u in ledger.updates] == ["s1"] and ("alice", "s1") in engine._jobs
+    finally:
+        await engine.stop()
+        await journal.close()
