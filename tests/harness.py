@@ -11,6 +11,7 @@ import dataclasses
 import json
 import pathlib
 import sqlite3
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -218,3 +219,15 @@ def signal(user: str = "alice", pair: str = "BTC-USD", side: int = common_pb2.SI
                                 signal_type=kind, strategy="test", **fields)
     pb.timestamp.GetCurrentTime()
     return pb
+
+
+#: How far a market order's spend may pass its dollar size. Its quantity is the size divided by the
+#: quote at sizing time; the simulated price walks between that quote and the fill (2 bps a tick),
+#: and a market order takes the book as it is then, so a buy can cost a few cents more than asked.
+MARKET_SLIPPAGE = Decimal("0.005")
+
+
+def spent_about(notional: str, usd: str | int) -> bool:
+    """True when a filled market order's notional is its dollar size, give or take the market."""
+    spent, size = Decimal(notional), Decimal(usd)
+    return 0 < spent <= size * (1 + MARKET_SLIPPAGE)

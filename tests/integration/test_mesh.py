@@ -18,7 +18,7 @@ from services.domain.scoring import rank_brokers
 from services.router.directory import snapshot_from_info
 from services.runtime.errors import reason_of
 from services.runtime.wire import signal_from_pb, status_name
-from tests.harness import signal, start_mesh
+from tests.harness import signal, spent_about, start_mesh
 
 
 async def infos(mesh):
@@ -69,7 +69,7 @@ async def test_signal_streams_to_filled_each_update_persisted_before_the_caller_
         check_fill_fees(u, info)
     assert Decimal(final.filled_quantity) == sum(Decimal(f.quantity) for f in fills)
     assert Decimal(final.fees_total) == sum(Decimal(f.fee) for f in fills)
-    assert Decimal(0) < Decimal(final.filled_notional) <= Decimal(250)
+    assert spent_about(final.filled_notional, 250)
     order = (await mesh.aggregator.GetOrder(aggregator_pb2.GetOrderRequest(user_id="alice", signal_id="e2e-1"))).order
     assert order.status == common_pb2.EXECUTION_STATUS_FILLED
     assert order.filled_quantity == final.filled_quantity
