@@ -168,16 +168,34 @@ def _unary_stream(inner):  # type: ignore[no-untyped-def]
     return call
 
 
-async def _checked(requests, context):  # type: ignore[no-untyped-def]
+class _MalformedInStream(Exception):
+    """Raised to the handler reading a request stream that carried a malformed message."""
+
+
+async def _checked(requests, found: list[_Malformed]):  # type: ignore[no-untyped-def]
+    """The requests, ending at a malformed one, which is kept in `found` and raised.
+
+    A request stream is often read by a task of the handler's own while the handler writes its
+    responses; aborting the call from that task would race the handler's write. So the handler
+    (wrapped below) refuses the call itself, in its own task, once it stops."""
     async for request in requests:
         if isinstance(request, _Malformed):
-            await _refuse(context, request)
+            found.append(request)
+            raise _MalformedInStream
         yield request
 
 
 def _stream_unary(inner):  # type: ignore[no-untyped-def]
     async def call(requests, context):  # type: ignore[no-untyped-def]
-        return await inner(_checked(requests, context), context)
+        found: list[_Malformed] = []
+        try:
+            response = await inner(_checked(requests, found), context)
+        except Exception:
+            if not found:
+                raise
+        if found:
+            await _refuse(context, found[0])
+        return response
     return call
 
 
@@ -186,8 +204,15 @@ def _stream_stream(inner):  # type: ignore[no-untyped-def]
         return _stream_unary(inner)
 
     async def call(requests, context):  # type: ignore[no-untyped-def]
-        async for response in inner(_checked(requests, context), context):
-            yield response
+        found: list[_Malformed] = []
+        try:
+            async for response in inner(_checked(requests, found), context):
+                yield response
+        except Exception:
+            if not found:
+                raise
+        if found:  # whether the handler raised our error, its own, or ended quietly
+            await _refuse(context, found[0])
     return call
 
 

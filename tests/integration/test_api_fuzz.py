@@ -1201,3 +1201,33 @@ def test_bytes_that_are_no_message_are_invalid_argument(running: MeshThread) -> 
             assert (answer.code, answer.reason) == (C.INVALID_ARGUMENT, "MALFORMED_REQUEST"), f"{target} {payload!r}: {answer}"
             tried += 1
     assert tried >= 4 * len(TARGETS) // 2, tried
+
+
+def test_a_request_stream_that_sends_bytes_that_are_no_message_ends_invalid_argument(
+    running: MeshThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alone or after a request the stream is answering, a frame that is no message ends the stream
+    INVALID_ARGUMENT/MALFORMED_REQUEST; nothing is written for it, nothing logged at ERROR, and
+    every service stays up. (Refused from the task reading the stream, it raced the handler's
+    write of its answer to the first: gRPC logged TOO_MANY_OPERATIONS, the caller waited out its
+    deadline.)"""
+    caplog.set_level(logging.ERROR)
+    before = snapshot(running.databases())
+    tried = 0
+    for target in [t for t in TARGETS if t.descriptor.client_streaming]:
+        message_class = message_factory.GetMessageClass(target.descriptor.input_type)
+        first = message_class().SerializeToString()  # an empty request: refused on its own
+        for payload in NOT_A_MESSAGE:
+            with contextlib.suppress(DecodeError):
+                message_class.FromString(payload)
+                continue
+            for payloads in ((payload,), (first, payload)):
+                attempt = dataclasses.replace(_one_call(target, message_class(), target.callers[0]), payloads=payloads)
+                assert attempt.door() is None, target
+                answer = running.run(call(running, attempt))
+                assert (answer.code, answer.reason) == (C.INVALID_ARGUMENT, "MALFORMED_REQUEST"), f"{target} {payloads!r}: {answer}"
+                tried += 1
+    assert tried >= 2 * 4 * 2, tried  # two request-stream methods, four malformed payloads each at least, both ways
+    assert changes(before, snapshot(running.databases())) == {}
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert set(running.run(health(running)).values()) == {"SERVING"}
