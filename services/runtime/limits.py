@@ -1,9 +1,10 @@
 """What one caller may cost a server: message sizes, pings, streams per connection and per principal.
 
 A server keeps serving everyone else when one client opens thousands of idle streams, never reads,
-sends oversized messages or pings abusively fast. The transport limits are gRPC core's own
-(`ServerLimits.grpc_options`); the per-principal limit on open response streams is `StreamLimiter`,
-an interceptor that runs after the app's `AuthInterceptor`, when the caller is known.
+sends oversized messages, pings abusively fast or sends hundreds of calls at once. The transport
+limits are gRPC core's own (`ServerLimits.grpc_options`); the per-principal limits (open response
+streams, unary calls running) are `PrincipalLimiter`'s, an interceptor that runs after the app's
+`AuthInterceptor`, when the caller is known.
 
 Not set, on purpose: `grpc.max_connection_idle_ms` and `grpc.max_connection_age_ms`. The GOAWAY
 they send races with calls the client is starting; our channels have transport retries off (an
@@ -14,6 +15,8 @@ would only churn them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,6 +58,11 @@ class ServerLimits:
     #: users on a WatchUpdates stream of its own (a desk of up to ~200 accounts), with headroom;
     #: a user needs one watch stream plus one per order it is following.
     max_streams_per_principal: int = 256
+    #: Unary calls of one user or strategy running at once on one server; more wait their turn
+    #: (never refused). One principal's burst then queues behind itself instead of ahead of
+    #: everyone else: a server has one event loop and one database thread, both first come, first
+    #: served. Above what one client's honest concurrency gains on one process.
+    max_calls_per_principal: int = 16
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -84,20 +92,72 @@ class ServerLimits:
         )
 
 
-class StreamLimiter(grpc.aio.ServerInterceptor):
-    """At most `max_per_principal` open response streams per user or strategy on this server; one
-    more is refused RESOURCE_EXHAUSTED/TOO_MANY_STREAMS (a security event) before its handler runs.
+Key = tuple[PrincipalKind, str]
 
-    Must come after the AuthInterceptor: the check runs inside the handler it wraps, where the
+
+@dataclasses.dataclass
+class _Key:
+    semaphore: asyncio.Semaphore
+    present: int = 0  # holding or waiting
+    holding: int = 0
+
+
+class Turns:
+    """At most `limit` holders at once per key; the others wait, first come, first served. A key's
+    state lives only while someone holds or waits (a server sees many users, each now and then)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._keys: dict[Key, _Key] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def holding(self, key: Key) -> int:
+        entry = self._keys.get(key)
+        return 0 if entry is None else entry.holding
+
+    def waiting(self, key: Key) -> int:
+        entry = self._keys.get(key)
+        return 0 if entry is None else entry.present - entry.holding
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Key) -> AsyncIterator[None]:
+        entry = self._keys.get(key)
+        if entry is None:
+            entry = self._keys[key] = _Key(asyncio.Semaphore(self._limit))
+        entry.present += 1
+        try:
+            async with entry.semaphore:
+                entry.holding += 1
+                try:
+                    yield
+                finally:
+                    entry.holding -= 1
+        finally:
+            entry.present -= 1
+            if entry.present == 0:
+                del self._keys[key]
+
+
+class PrincipalLimiter(grpc.aio.ServerInterceptor):
+    """What one user or strategy may hold on this server.
+
+    - At most `max_streams` open response streams; one more is refused
+      RESOURCE_EXHAUSTED/TOO_MANY_STREAMS (a security event) before its handler runs. A slot is
+      given back when the call ends, however it ends (context done callback: a stream abandoned
+      mid-write by a client that went away is released as well).
+    - At most `max_calls` unary calls running; the rest wait their turn (`Turns`).
+
+    Must come after the AuthInterceptor: the checks run inside the handler it wraps, where the
     caller's principal is set. Calls without a principal (health, reflection, servers without
-    authentication) and the kinds in UNLIMITED_KINDS are not counted. A slot is given back when
-    the call ends, however it ends (context done callback: a stream abandoned mid-write by a
-    client that went away is released as well).
+    authentication) and the kinds in UNLIMITED_KINDS are not counted.
     """
 
-    def __init__(self, max_per_principal: int) -> None:
-        self._max = max_per_principal
-        self._open: Counter[tuple[PrincipalKind, str]] = Counter()
+    def __init__(self, max_streams: int, max_calls: int) -> None:
+        self._max = max_streams
+        self._open: Counter[Key] = Counter()
+        self.calls = Turns(max_calls)
 
     def open_streams(self, kind: PrincipalKind, subject: str) -> int:
         return self._open[(kind, subject)]
@@ -111,16 +171,27 @@ class StreamLimiter(grpc.aio.ServerInterceptor):
         method = details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
+        if handler.unary_unary:
+            return self._take_turns(handler)
         if not (handler.unary_stream or handler.stream_stream):
             return handler
         return self._wrap(handler, method)
 
+    def _take_turns(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner, turn = handler.unary_unary, self.calls.turn
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            principal = current_principal()
+            if principal is None or principal.kind in UNLIMITED_KINDS:
+                return await inner(request, context)
+            async with turn((principal.kind, principal.subject)):
+                return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **_codecs(handler))
+
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         admit = self._admit
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+        codecs = _codecs(handler)
         # The project's streaming handlers are async generators (DESIGN: `async def ... yield`).
         if handler.unary_stream:
             inner = handler.unary_stream
@@ -163,7 +234,11 @@ class StreamLimiter(grpc.aio.ServerInterceptor):
         return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", message,
                             limit=str(self._max))
 
-    def _release(self, key: tuple[PrincipalKind, str]) -> None:
+    def _release(self, key: Key) -> None:
         self._open[key] -= 1
         if self._open[key] <= 0:
             del self._open[key]
+
+
+def _codecs(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
+    return {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}

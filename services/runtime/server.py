@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime.config import ConfigError
 from services.runtime.errors import ServiceError, to_status
 from services.runtime import tracing
-from services.runtime.limits import ServerLimits, StreamLimiter
+from services.runtime.limits import PrincipalLimiter, ServerLimits
 from services.runtime.metrics import RPC_CALLS, MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
 
@@ -232,16 +232,16 @@ class RunningServer:
             )
         # Optional `limits`: an app whose callers need other limits than the defaults.
         self.limits: ServerLimits = getattr(app, "limits", None) or ServerLimits()
-        self.stream_limiter = StreamLimiter(self.limits.max_streams_per_principal)
+        self.principal_limiter = PrincipalLimiter(self.limits.max_streams_per_principal, self.limits.max_calls_per_principal)
         # Malformed bytes refused before anything reads them; then counted; then tracing (a
         # refused call is still a span), then the app's own (its AuthInterceptor), then the
-        # per-principal stream limit, which needs the caller it found.
+        # per-principal limits, which need the caller it found.
         interceptors = (
             _RefuseMalformed(),
             _CountCalls(),
             *tracing.server_interceptors(only_continued=getattr(app, "traces_only_continued", False)),
             *(getattr(app, "interceptors", None) or ()),
-            self.stream_limiter,
+            self.principal_limiter,
         )
         self.server = grpc.aio.server(interceptors=interceptors, options=server_options(self.limits))
         self._health_servicer = health.aio.HealthServicer()

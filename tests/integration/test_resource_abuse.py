@@ -2,12 +2,12 @@
 never reads, oversized messages, a flood of connections and pings too fast. Each server stays
 within its memory limit and every other client's calls succeed.
 
-The servers run in this process, so a server's memory is this process's RSS (/proc/self/status;
-the abusive clients' side counts too, so the figures are upper bounds). Latency is never asserted
-(a shared 2-core machine): the bystander's calls must all succeed within generous deadlines, and
-its p99, normal and under abuse, is printed (`pytest -s`) for the report. Abusive clients get TCP
-connections of their own, as separate processes would: channels with equal arguments in one
-process share a connection, and HTTP/2 flow control is per connection.
+The server under test runs in this process; its memory is this process's RSS (/proc/self/status).
+The abusive clients run in a process of their own (`tests.integration.abuser`), as a real abuser
+would: their client-side work is not done on the server's event loop and their memory is not
+counted as the server's. Latency is never asserted (a shared 2-core machine): the bystander's calls
+must all succeed within generous deadlines, and its p99 in each phase (normal, during the abuse,
+while its result is held) is printed (`pytest -s`) for the report.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -33,7 +36,7 @@ from services.aggregator.app import Config, build_app
 from services.domain.signal import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, PARENT_KEY
 from services.router import app as router_app
 from services.runtime.auth import PrincipalKind
-from services.runtime.channels import CHANNEL_OPTIONS, KEEPALIVE_TIME_MS
+from services.runtime.channels import KEEPALIVE_TIME_MS
 from services.runtime.config import ConfigError, load_config
 from services.runtime.errors import reason_of
 from services.runtime.limits import ServerLimits
@@ -41,14 +44,13 @@ from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
 from services.runtime.wire import status_name
 from tests.harness import signal, start_mesh
+from tests.integration.abuser import WAIT_S, bearer, connection, first, ledger_stub, watch
 from tests.principals import authenticate
 
 LIMIT = ServerLimits.max_streams_per_principal
 #: The seed's Kubernetes memory limit for every service (deploy/k8s: 1Gi).
 MEMORY_LIMIT_MIB = 1024
-WAIT_S = 30.0  # generous: an upper bound for what should happen promptly, never slept
-#: Streams opened at once: gRPC core sheds requests (CANCELLED) once 1,000 wait to be accepted.
-WAVE = 200
+ROOT = Path(__file__).resolve().parents[2]
 ALICE = (PrincipalKind.USER, "alice")
 #: A signal's metadata at its maximum: ~33 KiB in every Order that carries the signal.
 FAT = {f"k{i}": "p" * MAX_METADATA_VALUE for i in range(MAX_METADATA_ENTRIES)}
@@ -62,59 +64,37 @@ def rss_mib() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def bearer(who: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer tok-{who}"),)
-
-
-def connection(target: str, **overrides: int) -> grpc.aio.Channel:
-    """Our clients' channel options, some overridden ("grpc." + name, "__" for "."), on a TCP
-    connection of its own."""
-    options = dict(CHANNEL_OPTIONS) | {"grpc.use_local_subchannel_pool": 1} | {
-        "grpc." + name.replace("__", "."): value for name, value in overrides.items()
-    }
-    return grpc.aio.insecure_channel(target, options=tuple(options.items()))
-
-
-async def connections(target: str, count: int) -> list[grpc.aio.Channel]:
-    """`count` connected channels, connected a wave at a time: a client connecting hundreds at
-    once overflows the listen backlog and sees its own connects fail (UNAVAILABLE)."""
-    channels = [connection(target) for _ in range(count)]
-    for start in range(0, count, 50):
-        await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels[start:start + 50])), WAIT_S)
-    return channels
-
-
-def ledger_stub(channel: grpc.aio.Channel) -> aggregator_pb2_grpc.AggregatorServiceStub:
-    return aggregator_pb2_grpc.AggregatorServiceStub(channel)
-
-
-def watch(channel: grpc.aio.Channel, user: str) -> grpc.aio.UnaryStreamCall:
-    return ledger_stub(channel).WatchUpdates(a.WatchUpdatesRequest(user_id=user), metadata=bearer(user))
-
-
-async def first(call: grpc.aio.UnaryStreamCall) -> a.WatchUpdatesResponse | grpc.aio.AioRpcError:
-    """The stream's first message, or how it was refused."""
+@contextlib.asynccontextmanager
+async def abuser(target: str, scenario: str, count: int) -> AsyncIterator[dict[str, Any]]:
+    """`tests.integration.abuser` doing `scenario` against `target` in a process of its own: what it
+    was answered, while it holds what it got; it lets go when the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.abuser", target, scenario, str(count),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )
+    assert process.stdin is not None and process.stdout is not None
     try:
-        return await asyncio.wait_for(call.read(), WAIT_S)
-    except grpc.aio.AioRpcError as exc:
-        return exc
+        line = await asyncio.wait_for(process.stdout.readline(), 4 * WAIT_S)
+        assert line, f"the abuser ended without an answer (exit {await process.wait()})"
+        yield json.loads(line)
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), WAIT_S)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, process.returncode
 
 
-async def open_in_waves(
-    channels: list[grpc.aio.Channel], count: int, user: str
-) -> tuple[list[grpc.aio.UnaryStreamCall], list[tuple[grpc.StatusCode, str]]]:
-    """`count` watch streams of `user` round-robin over `channels`: the admitted calls, and the
-    refusals' (code, reason). A refusal's error is not kept: its traceback holds the whole call."""
-    admitted: list[grpc.aio.UnaryStreamCall] = []
-    refused: list[tuple[grpc.StatusCode, str]] = []
-    for start in range(0, count, WAVE):
-        calls = [watch(channels[i % len(channels)], user) for i in range(start, min(count, start + WAVE))]
-        for call, result in zip(calls, await asyncio.gather(*(first(call) for call in calls))):
-            if isinstance(result, grpc.aio.AioRpcError):
-                refused.append((result.code(), reason_of(result)))
-            else:
-                admitted.append(call)
-    return admitted, refused
+@contextlib.asynccontextmanager
+async def abused(bob: Bystander, target: str, scenario: str, count: int) -> AsyncIterator[dict[str, Any]]:
+    """The abuser's answers while it holds them; bob calls without pause until then ("during")."""
+    async with contextlib.AsyncExitStack() as stack:
+        async with bob.during_abuse():
+            answered = await stack.enter_async_context(abuser(target, scenario, count))
+        yield answered
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -148,7 +128,7 @@ class Bystander:
         await self.stub.GetOrder(a.GetOrderRequest(user_id="bob", signal_id="b-0"), metadata=bearer("bob"), timeout=WAIT_S)
         into.append(time.perf_counter() - started)
 
-    async def calls(self, into: list[float], count: int = 200) -> None:
+    async def calls(self, into: list[float], count: int = 500) -> None:
         for _ in range(count):
             await self.call(into)
 
@@ -209,32 +189,26 @@ async def test_thousands_of_idle_streams_from_one_user_stop_at_the_limit_in_boun
     ledger: RunningServer, bob: Bystander, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="nija.security")
-    channels = [connection(ledger.target) for _ in range(4)]
+    limiter = ledger.principal_limiter
     before = rss_mib()
-    async with bob.during_abuse():
-        admitted, refused = await open_in_waves(channels, 2000, "alice")
+    async with abused(bob, ledger.target, "streams", 2000) as answered:
         held = rss_mib()
-    print(f"\n[rss] 2,000 idle streams tried, {len(admitted)} held: {before:.0f} -> {held:.0f} MiB")
-    await bob.report("2,000 idle WatchUpdates streams from alice")
+        print(f"\n[rss] 2,000 idle streams tried, {answered['admitted']} held: {before:.0f} -> {held:.0f} MiB")
+        await bob.report("2,000 idle WatchUpdates streams from alice")
 
-    assert len(admitted) == LIMIT and len(refused) == 2000 - LIMIT
-    assert set(refused) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")}
-    assert held - before < 64 and held < MEMORY_LIMIT_MIB
-    events = [r for r in caplog.records if r.name == "nija.security"]
-    assert len(events) == len(refused)
-    assert {(r.principal, r.reason) for r in events} == {("user:alice", "TOO_MANY_STREAMS")}
-    # Bob's own stream is admitted while alice holds all of hers.
+        assert answered == {"admitted": LIMIT, "refused": {"RESOURCE_EXHAUSTED TOO_MANY_STREAMS": 2000 - LIMIT}}
+        assert limiter.open_streams(*ALICE) == LIMIT
+        assert held - before < 64 and held < MEMORY_LIMIT_MIB
+        events = [r for r in caplog.records if r.name == "nija.security"]
+        assert len(events) == 2000 - LIMIT
+        assert {(r.principal, r.reason) for r in events} == {("user:alice", "TOO_MANY_STREAMS")}
+        # Bob's own stream is admitted while alice holds all of hers.
+        async with connection(ledger.target) as channel:
+            assert (await first(watch(channel, "bob"))).update.signal_id == "b-0"
+
+    await until(lambda: limiter.open_streams(*ALICE) == 0)  # every slot given back when she goes
     async with connection(ledger.target) as channel:
-        assert (await first(watch(channel, "bob"))).update.signal_id == "b-0"
-
-    limiter = ledger.stream_limiter
-    assert limiter.open_streams(*ALICE) == LIMIT
-    for call in admitted:
-        call.cancel()
-    await until(lambda: limiter.open_streams(*ALICE) == 0)  # every slot given back
-    assert (await first(watch(channels[0], "alice"))).update.signal_id == "a-0"
-    for channel in channels:
-        await channel.close()
+        assert (await first(watch(channel, "alice"))).update.signal_id == "a-0"
 
 
 async def test_a_client_that_never_reads_is_cut_off_while_the_server_keeps_writing_in_bounded_memory(
@@ -281,7 +255,7 @@ async def test_a_client_that_never_reads_is_cut_off_while_the_server_keeps_writi
         error = exc
     assert error is not None and (error.code(), reason_of(error)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "WATCHER_TOO_SLOW")
     assert received < 1500 - hub.capacity
-    await until(lambda: ledger.stream_limiter.open_streams(*ALICE) == 0)
+    await until(lambda: ledger.principal_limiter.open_streams(*ALICE) == 0)
     await silent.close()
     await writer.close()
 
@@ -292,23 +266,13 @@ async def test_oversized_messages_are_resource_exhausted_both_ways_and_the_serve
     async with connection(ledger.target) as channel:
         alice = ledger_stub(channel)
         # Responses over the limit: 150 orders whose signals carry the most metadata allowed
-        # (~33 KiB each), listed in one page (~5 MiB).
+        # (~33 KiB each), listed in one page (~5 MiB), which the abuser asks for.
         for n in range(150):
             await create_order(alice, "alice", f"big-{n}", FAT)
-        huge = "x" * (5 * 1024 * 1024)
-        async with bob.during_abuse():
-            for _ in range(10):
-                for call in (
-                    alice.GetOrder(a.GetOrderRequest(user_id="alice", signal_id=huge), metadata=bearer("alice"), timeout=WAIT_S),
-                    first(alice.WatchUpdates(a.WatchUpdatesRequest(user_id=huge), metadata=bearer("alice"))),
-                    alice.ListOrders(a.ListOrdersRequest(user_id="alice", page_size=150), metadata=bearer("alice"), timeout=WAIT_S),
-                ):
-                    with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        result = await call
-                        if isinstance(result, grpc.aio.AioRpcError):
-                            raise result
-                    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+        async with abused(bob, ledger.target, "oversized", 10) as answered:
+            pass
         await bob.report("oversized requests and responses from alice")
+        assert answered == {"answers": {"RESOURCE_EXHAUSTED": 30}}
         page = await alice.ListOrders(a.ListOrdersRequest(user_id="alice", page_size=50), metadata=bearer("alice"), timeout=WAIT_S)
         assert len(page.orders) == 50 and page.next_page_token
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
@@ -319,24 +283,16 @@ async def test_a_flood_of_connections_from_one_client_holds_no_more_streams_than
     ledger: RunningServer, bob: Bystander
 ) -> None:
     before = rss_mib()
-    async with bob.during_abuse():
-        channels = await connections(ledger.target, 300)
-        admitted, refused = await open_in_waves(channels, len(channels), "alice")
-        for start in range(0, len(channels), WAVE):  # and a unary call on each
-            await asyncio.gather(*(
-                ledger_stub(ch).GetOrder(a.GetOrderRequest(user_id="alice", signal_id="a-0"), metadata=bearer("alice"), timeout=WAIT_S)
-                for ch in channels[start:start + WAVE]
-            ))
+    async with abused(bob, ledger.target, "connections", 300) as answered:
         held = rss_mib()
-    print(f"\n[rss] 300 connections, one stream each tried: {before:.0f} -> {held:.0f} MiB")
-    await bob.report("300 connections from alice, one watch stream each")
-
-    assert len(admitted) == LIMIT and len(refused) == len(channels) - LIMIT  # the limit spans connections
-    assert set(refused) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")}
-    assert held - before < 96 and held < MEMORY_LIMIT_MIB
-    for channel in channels:
-        await channel.close()
-    await until(lambda: ledger.stream_limiter.open_streams(*ALICE) == 0)
+        print(f"\n[rss] 300 connections, one stream each tried: {before:.0f} -> {held:.0f} MiB")
+        await bob.report("300 connections from alice, one watch stream each")
+        # The limit spans connections; her unary calls are served.
+        assert answered == {"admitted": LIMIT, "refused": {"RESOURCE_EXHAUSTED TOO_MANY_STREAMS": 300 - LIMIT},
+                            "unary": {"OK": 300}}
+        assert ledger.principal_limiter.open_streams(*ALICE) == LIMIT
+        assert held - before < 96 and held < MEMORY_LIMIT_MIB
+    await until(lambda: ledger.principal_limiter.open_streams(*ALICE) == 0)
 
 
 async def test_a_long_idle_stream_survives_our_keepalive_and_a_client_pinging_too_fast_is_cut_off(tmp_path: Path) -> None:
@@ -376,7 +332,7 @@ async def test_the_router_refuses_a_users_stream_past_its_limit_and_serves_every
     caplog.set_level(logging.WARNING, logger="nija.security")
     mesh = await start_mesh(tmp_path, router={"max_streams_per_principal": "3"})
     try:
-        limiter = mesh.servers["router"].stream_limiter
+        limiter = mesh.servers["router"].principal_limiter
         alice = router_pb2_grpc.RouterServiceStub(mesh.channel("router", mesh.tokens.users["alice"]))
         bob = router_pb2_grpc.RouterServiceStub(mesh.channel("router", mesh.tokens.users["bob"]))
         held = [alice.SubmitSignals() for _ in range(3)]  # open, idle: no signal sent
