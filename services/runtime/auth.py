@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import dataclasses
 import enum
+import functools
 import hashlib
 import inspect
 import logging
@@ -30,6 +31,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from services.runtime.errors import ServiceError, to_status
+from services.runtime.handlers import Behaviour, rewrap
 
 security_log = logging.getLogger("nija.security")
 
@@ -142,59 +144,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str, metadata: tuple) -> grpc.RpcMethodHandler:
         admit = self._admit
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = _current.set(await admit(method, metadata, context, request))
+        # `streamed`: the behaviour reads a request stream, which cannot be user-scoped: its rule
+        # is checked without a request.
+        def unary(streamed: bool, inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = _current.set(await admit(method, metadata, context, None if streamed else request))
                 try:
                     return await _maybe_await(inner(request, context))
                 finally:
                     _reset(token)
+            return call
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **codecs)
-
-        if handler.unary_stream:
-            inner = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = _current.set(await admit(method, metadata, context, request))
+        def streaming(streamed: bool, inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = _current.set(await admit(method, metadata, context, None if streamed else request))
                 try:
                     async for item in _responses(inner(request, context)):
                         yield item
                 finally:
                     _reset(token)
+            return call
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **codecs)
-
-        if handler.stream_unary:
-            inner = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = _current.set(await admit(method, metadata, context, None))
-                try:
-                    return await _maybe_await(inner(requests, context))
-                finally:
-                    _reset(token)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, **codecs)
-
-        inner = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = _current.set(await admit(method, metadata, context, None))
-            try:
-                async for item in _responses(inner(requests, context)):
-                    yield item
-            finally:
-                _reset(token)
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **codecs)
+        return rewrap(handler, unary_unary=functools.partial(unary, False), stream_unary=functools.partial(unary, True),
+                      unary_stream=functools.partial(streaming, False), stream_stream=functools.partial(streaming, True))
 
     async def _admit(
         self, method: str, metadata: tuple, context: grpc.aio.ServicerContext, request: Any

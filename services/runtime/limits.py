@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from services.runtime.auth import EXEMPT_PREFIXES, Principal, PrincipalKind, cur
 from services.runtime.channels import KEEPALIVE_TIME_MS
 from services.runtime.config import ConfigError
 from services.runtime.errors import ServiceError, to_status
+from services.runtime.handlers import Behaviour, rewrap
 
 #: The mesh's own callers, and operators: never limited per principal. A router holds an Execute
 #: stream per order in flight to each executor, and the bench drives load with the admin token.
@@ -171,14 +173,11 @@ class PrincipalLimiter(grpc.aio.ServerInterceptor):
         method = details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
-        if handler.unary_unary:
-            return self._take_turns(handler)
-        if not (handler.unary_stream or handler.stream_stream):
-            return handler
-        return self._wrap(handler, method)
+        return rewrap(handler, unary_unary=self._take_turns, unary_stream=functools.partial(self._admitted, method),
+                      stream_stream=functools.partial(self._admitted, method))
 
-    def _take_turns(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        inner, turn = handler.unary_unary, self.calls.turn
+    def _take_turns(self, inner: Behaviour) -> Behaviour:
+        turn = self.calls.turn
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = current_principal()
@@ -187,30 +186,19 @@ class PrincipalLimiter(grpc.aio.ServerInterceptor):
             async with turn((principal.kind, principal.subject)):
                 return await inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **_codecs(handler))
+        return unary_unary
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _admitted(self, method: str, inner: Behaviour) -> Behaviour:
+        """A response stream that holds one of its principal's slots (the project's streaming
+        handlers are async generators: DESIGN, `async def ... yield`)."""
         admit = self._admit
-        codecs = _codecs(handler)
-        # The project's streaming handlers are async generators (DESIGN: `async def ... yield`).
-        if handler.unary_stream:
-            inner = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await admit(method, context)
-                async for item in inner(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **codecs)
-
-        inner = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def streaming(request_or_requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await admit(method, context)
-            async for item in inner(requests, context):
+            async for item in inner(request_or_requests, context):
                 yield item
 
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **codecs)
+        return streaming
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
         principal = current_principal()
@@ -238,7 +226,3 @@ class PrincipalLimiter(grpc.aio.ServerInterceptor):
         self._open[key] -= 1
         if self._open[key] <= 0:
             del self._open[key]
-
-
-def _codecs(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
-    return {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}

@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime.config import ConfigError
 from services.runtime.errors import ServiceError, to_status
 from services.runtime import tracing
+from services.runtime.handlers import rewrap
 from services.runtime.limits import PrincipalLimiter, ServerLimits
 from services.runtime.metrics import RPC_CALLS, MetricsServer
 from services.runtime.security import Security, is_loopback, server_credentials
@@ -131,14 +132,8 @@ class _RefuseMalformed(grpc.aio.ServerInterceptor):
             except Exception as exc:  # protobuf's DecodeError, or invalid UTF-8 in a string field
                 return _Malformed(exc)
 
-        codecs = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary_unary(handler.unary_unary), **codecs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_unary_stream(handler.unary_stream), **codecs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_stream_unary(handler.stream_unary), **codecs)
-        return grpc.stream_stream_rpc_method_handler(_stream_stream(handler.stream_stream), **codecs)
+        return rewrap(handler, request_deserializer=deserialize, unary_unary=_unary_unary,
+                      unary_stream=_unary_stream, stream_unary=_stream_unary, stream_stream=_stream_stream)
 
 
 async def _refuse(context: grpc.aio.ServicerContext, request: _Malformed) -> None:
