@@ -18,22 +18,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 from nija.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 from nija.common.v1 import common_pb2
 from opentelemetry import trace
 
+from services.domain.retry import backoff
 from services.runtime import tracing
 from services.runtime.channels import bounded, open_channel
 from services.runtime.errors import ServiceError, from_refusal, relay
+from services.runtime.retrying import retrying
 from services.runtime.security import Security
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 #: A stream ended with these was refused to us (the access rule), not cut.
 _STREAM_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 #: How long closing the client waits for the stream's last answers before cutting it.
@@ -198,20 +201,21 @@ class LedgerClient:
         tells us whether that attempt created the order: never two orders, never an order that
         nobody drives."""
         request = aggregator_pb2.CreateOrderRequest(signal=signal, submission_id=uuid.uuid4().hex)
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + (timeout_s if timeout_s is not None else self._retry_for_s)
-        delay = 0.05
-        while True:
+        budget = timeout_s if timeout_s is not None else self._retry_for_s
+        give_up_at = time.monotonic() + budget
+
+        async def attempt() -> aggregator_pb2.CreateOrderResponse:
             try:
                 return await self._stub.CreateOrder(
-                    request, timeout=bounded(self._timeout_s, give_up_at - loop.time()), wait_for_ready=True
+                    request, timeout=bounded(self._timeout_s, give_up_at - time.monotonic()), wait_for_ready=True
                 )
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRYABLE or loop.time() + delay >= give_up_at:
-                    raise relay(exc) from None
-                log.warning("ledger unavailable, retrying the order's creation", extra={"signal_id": signal.signal_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                raise relay(exc) from None
+
+        def on_retry(exc: ServiceError, delay: float) -> None:
+            log.warning("ledger unavailable, retrying the order's creation", extra={"signal_id": signal.signal_id})
+
+        return await retrying(attempt, for_s=budget, delays=_delays(), on_retry=on_retry)
 
     async def get_order(self, user_id: str, signal_id: str, timeout_s: float | None = None) -> aggregator_pb2.Order:
         try:
@@ -227,7 +231,11 @@ class LedgerClient:
         """The update as persisted. An unavailable aggregator, a broken stream or an answer not
         come within the timeout is retried (the same update_id: never recorded twice) until
         `retry_for_s`; a refusal raises its ServiceError at once."""
-        return await self._retrying(lambda: self._record_once(update), update.update_id)
+        def on_retry(exc: ServiceError, delay: float) -> None:
+            log.warning("ledger unavailable, retrying", extra={"update_id": update.update_id})
+
+        return await retrying(lambda: self._record_once(update), for_s=self._retry_for_s, delays=_delays(),
+                              on_retry=on_retry)
 
     async def _record_once(self, update: common_pb2.ExecutionUpdate) -> common_pb2.ExecutionUpdate:
         if self._multiplex and not _in_a_trace():
@@ -252,22 +260,6 @@ class LedgerClient:
             self._stream = _RecordStream(self._stub)
         return self._stream
 
-    async def _retrying(
-        self, attempt: Callable[[], Awaitable[common_pb2.ExecutionUpdate]], update_id: str
-    ) -> common_pb2.ExecutionUpdate:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._retry_for_s
-        delay = 0.05
-        while True:
-            try:
-                return await attempt()
-            except ServiceError as exc:
-                if exc.code not in _RETRYABLE or loop.time() + delay > give_up_at:
-                    raise
-                log.warning("ledger unavailable, retrying", extra={"update_id": update_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
     async def watch_signal(
         self, user_id: str, signal_id: str, after_sequence: int, timeout_s: float
     ) -> AsyncIterator[common_pb2.ExecutionUpdate]:
@@ -283,3 +275,8 @@ class LedgerClient:
                 yield response.update
         except grpc.aio.AioRpcError as exc:
             raise relay(exc) from None
+
+
+def _delays() -> Iterator[float]:
+    """Between attempts while the ledger is away: from 50 ms, doubling to 1 s (jittered)."""
+    return backoff(0.1, 1.0, random.Random())

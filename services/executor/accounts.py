@@ -21,20 +21,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 
 from services.domain.retry import backoff
 from services.executor.venues.base import Account
 from services.runtime.errors import ServiceError
+from services.runtime.retrying import retrying
 
 log = logging.getLogger(__name__)
 
 #: (user_id, broker) -> the stored credentials (with api_key, api_secret, passphrase), or None.
 FetchCredentials = Callable[[str, str], Awaitable[Any]]
-
-#: Failures a later read may not meet: the permission service busy or away.
-_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
 
 class AccountBook:
     def __init__(
@@ -89,19 +85,14 @@ class AccountBook:
         return account
 
     async def _read(self, user_id: str) -> Any:
-        give_up_at = self._clock() + self._retry_s
-        delays = backoff(0.2, 2.0, random.Random())
-        while True:
-            try:
-                return await self._fetch(user_id, self._broker)
-            except ServiceError as exc:
-                delay = next(delays)
-                if exc.code not in _TRANSIENT or self._clock() + delay > give_up_at:
-                    raise
-                log.warning("api keys could not be read; trying again",
-                            extra={"user_id": user_id, "broker": self._broker, "code": exc.code.name,
-                                   "retry_in_s": round(delay, 3)})
-                await self._sleep(delay)
+        def on_retry(exc: ServiceError, delay: float) -> None:
+            log.warning("api keys could not be read; trying again",
+                        extra={"user_id": user_id, "broker": self._broker, "code": exc.code.name,
+                               "retry_in_s": round(delay, 3)})
+
+        return await retrying(lambda: self._fetch(user_id, self._broker), for_s=self._retry_s,
+                              delays=backoff(0.2, 2.0, random.Random()), on_retry=on_retry,
+                              clock=self._clock, sleep=self._sleep)
 
     def forget(self, user_id: str | None = None) -> None:
         """Drop cached keys (all of them without a user): the next order reads them again."""
