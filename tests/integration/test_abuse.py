@@ -22,7 +22,7 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.runtime.errors import reason_of
 from tests.harness import InProcessMesh, signal
-from tests.integration.test_access import CASES, _call, _create_token
+from tests.integration.test_access import CASES, call_case, create_token
 
 C = grpc.StatusCode
 DENIED = (C.PERMISSION_DENIED, "ACTING_FOR_ANOTHER_USER")
@@ -67,7 +67,7 @@ async def _first(stream) -> None:  # type: ignore[no-untyped-def]
 
 async def cross_user_on_every_rpc(mesh: InProcessMesh) -> Seen:
     """Bob, a user, calls every RPC of every service acting for Alice (test_access.CASES)."""
-    return [(await _call(mesh, case, mesh.tokens.users["bob"]), "") for case in CASES]
+    return [(await call_case(mesh, case, mesh.tokens.users["bob"]), "") for case in CASES]
 
 
 async def reading_anothers_api_keys(mesh: InProcessMesh) -> Seen:
@@ -128,7 +128,7 @@ async def trading_and_cancelling_for_another(mesh: InProcessMesh) -> Seen:
 
 
 async def a_strategy_trading_for_a_non_subscriber(mesh: InProcessMesh) -> Seen:
-    token = await _create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")  # nobody subscribed
+    token = await create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")  # nobody subscribed
     router = _as(mesh, "router", token)
     return [
         await _status(_first(router.SubmitSignal(
@@ -153,7 +153,7 @@ async def replaying_a_revoked_token(mesh: InProcessMesh) -> Seen:
     """Bob's token works, is revoked, and is replayed: the permission service, which revoked it,
     refuses it at once; the router and aggregator, which cache a token's check for 2 s, within
     that (polled, not slept)."""
-    token = await _create_token(mesh, permission_pb2.PRINCIPAL_KIND_USER, "bob")
+    token = await create_token(mesh, permission_pb2.PRINCIPAL_KIND_USER, "bob")
     positions = permission_pb2.GetPositionsRequest(user_id="bob")
     order = aggregator_pb2.GetOrderRequest(user_id="bob", signal_id="never")
     quote = router_pb2.QuoteRouteRequest(signal=signal(user="bob", signal_id="q-1"))

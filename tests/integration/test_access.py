@@ -99,7 +99,7 @@ def _ids(case: Case) -> str:
     return f"{case.service}.{case.method}"
 
 
-async def _call(mesh: InProcessMesh, case: Case, token: str | None, request: object | None = None) -> grpc.StatusCode:
+async def call_case(mesh: InProcessMesh, case: Case, token: str | None, request: object | None = None) -> grpc.StatusCode:
     """One call with `token` (None: no authorization metadata at all); the status it ended with."""
     server = mesh.servers[SERVER_OF.get(case.service, case.service)]
     method = mesh_method(case)
@@ -163,7 +163,7 @@ def test_the_table_covers_every_rpc_of_every_mesh_service() -> None:
 
 
 async def test_no_token_and_bad_tokens_are_unauthenticated_on_every_rpc(mesh: InProcessMesh) -> None:
-    revoked_token = await _create_token(mesh, permission_pb2.PRINCIPAL_KIND_USER, "bob")
+    revoked_token = await create_token(mesh, permission_pb2.PRINCIPAL_KIND_USER, "bob")
     admin = permission_pb2_grpc.AdminServiceStub(mesh.channel("permission"))
     listed = await admin.ListTokens(permission_pb2.ListTokensRequest(subject="bob"))
     newest = max(listed.tokens, key=lambda t: t.created_at.ToNanoseconds())
@@ -171,16 +171,16 @@ async def test_no_token_and_bad_tokens_are_unauthenticated_on_every_rpc(mesh: In
     forged = mesh.tokens.users["bob"][:-4] + "AAAA"
     for case in CASES:
         for token in (None, "", "not-a-token", forged, revoked_token):
-            code = await _call(mesh, case, token)
+            code = await call_case(mesh, case, token)
             assert code == grpc.StatusCode.UNAUTHENTICATED, f"{_ids(case)} with token {token!r:.12}: {code}"
 
 
 async def test_a_user_acting_for_another_user_is_denied_and_for_itself_is_let_through(mesh: InProcessMesh) -> None:
     alice, bob = mesh.tokens.users["alice"], mesh.tokens.users["bob"]
     for case in CASES:
-        code = await _call(mesh, case, bob)
+        code = await call_case(mesh, case, bob)
         assert code == grpc.StatusCode.PERMISSION_DENIED, f"bob calling {_ids(case)} for alice: {code}"
-        own = await _call(mesh, case, alice)
+        own = await call_case(mesh, case, alice)
         if case.audience == "people":
             # Past the access check (what follows, e.g. NOT_FOUND for an unknown order, is the method's).
             assert own not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), _ids(case)
@@ -190,7 +190,7 @@ async def test_a_user_acting_for_another_user_is_denied_and_for_itself_is_let_th
 
 async def test_admin_reaches_admin_and_people_rpcs_but_not_service_ones(mesh: InProcessMesh) -> None:
     for case in CASES:
-        code = await _call(mesh, case, mesh.tokens.admin)
+        code = await call_case(mesh, case, mesh.tokens.admin)
         if case.audience == "services":
             assert code == grpc.StatusCode.PERMISSION_DENIED, _ids(case)
         else:
@@ -200,7 +200,7 @@ async def test_admin_reaches_admin_and_people_rpcs_but_not_service_ones(mesh: In
 async def test_a_strategy_trades_only_for_its_subscribers(mesh: InProcessMesh) -> None:
     admin = permission_pb2_grpc.AdminServiceStub(mesh.channel("permission"))
     await admin.SetSubscription(permission_pb2.SetSubscriptionRequest(strategy_id="apex", user_id="bob", subscribed=True))
-    token = await _create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")
+    token = await create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")
     router = router_pb2_grpc.RouterServiceStub(mesh.channel("router", token))
 
     updates = [r.update async for r in router.SubmitSignal(
@@ -208,14 +208,14 @@ async def test_a_strategy_trades_only_for_its_subscribers(mesh: InProcessMesh) -
     assert common_pb2.ExecutionStatus.Name(updates[-1].status) == "EXECUTION_STATUS_FILLED"
 
     for case in [c for c in CASES if c.audience == "people"]:
-        code = await _call(mesh, case, token)  # every one of them acts for alice, not subscribed
+        code = await call_case(mesh, case, token)  # every one of them acts for alice, not subscribed
         assert code == grpc.StatusCode.PERMISSION_DENIED, _ids(case)
 
     # Unsubscribed: denied from then on (within the authenticator's cache lifetime, ~2 s).
     await admin.SetSubscription(permission_pb2.SetSubscriptionRequest(strategy_id="apex", user_id="bob", subscribed=False))
-    fresh = await _create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")
+    fresh = await create_token(mesh, permission_pb2.PRINCIPAL_KIND_STRATEGY, "apex")
     quote = router_pb2.QuoteRouteRequest(signal=signal(user="bob", signal_id="apex-2"))
-    code = await _call(mesh, Case("router", "QuoteRoute", quote, "people"), fresh)
+    code = await call_case(mesh, Case("router", "QuoteRoute", quote, "people"), fresh)
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -238,7 +238,7 @@ async def test_executors_read_keys_only_for_their_own_broker(mesh: InProcessMesh
     assert "s3cr3t" not in str(listed) and "AK-binance" not in str(listed)
 
 
-async def _create_token(mesh: InProcessMesh, kind: int, subject: str) -> str:
+async def create_token(mesh: InProcessMesh, kind: int, subject: str) -> str:
     admin = permission_pb2_grpc.AdminServiceStub(mesh.channel("permission"))
     response = await admin.CreateToken(permission_pb2.CreateTokenRequest(kind=kind, subject=subject))
     return response.token
