@@ -935,10 +935,16 @@ class Ledger:
             " ORDER BY created_at DESC, signal_id DESC LIMIT ?",
             (*params, query.page_size + 1),
         ).fetchall()
-        page = rows[: query.page_size]
-        more = len(rows) > query.page_size
-        token = _page_token(page[-1]["created_at"], page[-1]["signal_id"]) if more else ""
-        return [_order_pb(r) for r in page], token
+        page, size = [], 0
+        for row in rows[: query.page_size]:
+            order = _order_pb(row)
+            size += order.ByteSize() + 8  # and its tag and length in the response
+            if page and size > MAX_PAGE_BYTES:
+                break
+            page.append((row, order))
+        more = len(rows) > len(page)
+        token = _page_token(page[-1][0]["created_at"], page[-1][0]["signal_id"]) if more else ""
+        return [order for _, order in page], token
 
     async def list_fills(self, user_id: str, signal_id: str) -> list[aggregator_pb2.RecordedFill]:
         """The order's fills in the order they were recorded (NOT_FOUND for an unknown order)."""
@@ -1065,6 +1071,10 @@ class Ledger:
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: A page of orders is cut short (its next_page_token says more remain) before it holds this many
+#: bytes: an order's signal may carry ~33 KiB of metadata, so a full page of 1,000 could be ~33 MB,
+#: far over the 4 MiB a response may be (it would be refused RESOURCE_EXHAUSTED, page after page).
+MAX_PAGE_BYTES = 1024 * 1024
 _MAX_BROKER = 64
 _MAX_PAGE_TOKEN = 1024
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -9,7 +9,8 @@ is not counted as the server's.
 Scenarios:
 - `streams N`: N idle WatchUpdates streams of alice over 4 connections;
 - `connections N`: N connections, a watch stream and a GetOrder on each;
-- `oversized N`: N rounds of a 5 MiB id in GetOrder and WatchUpdates, and a ~5 MiB ListOrders page.
+- `oversized N`: N rounds of a 5 MiB id in GetOrder and WatchUpdates, and a ListOrders page of 150
+  orders of ~33 KiB each (the ledger cuts it to fit).
 """
 
 from __future__ import annotations

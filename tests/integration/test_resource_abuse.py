@@ -33,6 +33,7 @@ from nija.router.v1 import router_pb2, router_pb2_grpc
 
 from services.aggregator import app as aggregator_app
 from services.aggregator.app import Config, build_app
+from services.aggregator.ledger import MAX_PAGE_BYTES
 from services.domain.signal import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE, PARENT_KEY
 from services.router import app as router_app
 from services.runtime.auth import PrincipalKind
@@ -265,16 +266,18 @@ async def test_oversized_messages_are_resource_exhausted_both_ways_and_the_serve
 ) -> None:
     async with connection(ledger.target) as channel:
         alice = ledger_stub(channel)
-        # Responses over the limit: 150 orders whose signals carry the most metadata allowed
-        # (~33 KiB each), listed in one page (~5 MiB), which the abuser asks for.
+        # 150 orders whose signals carry the most metadata allowed (~33 KiB each): the abuser asks
+        # for them in one page (~5 MiB, over the 4 MiB a response may be), besides its requests
+        # over the limit.
         for n in range(150):
             await create_order(alice, "alice", f"big-{n}", FAT)
         async with abused(bob, ledger.target, "oversized", 10) as answered:
             pass
-        await bob.report("oversized requests and responses from alice")
-        assert answered == {"answers": {"RESOURCE_EXHAUSTED": 30}}
-        page = await alice.ListOrders(a.ListOrdersRequest(user_id="alice", page_size=50), metadata=bearer("alice"), timeout=WAIT_S)
-        assert len(page.orders) == 50 and page.next_page_token
+        await bob.report("oversized requests from alice, and pages of her large orders")
+        # The requests are refused; the page is cut to fit (ledger.MAX_PAGE_BYTES), not refused.
+        assert answered == {"answers": {"RESOURCE_EXHAUSTED": 20, "OK": 10}}
+        page = await alice.ListOrders(a.ListOrdersRequest(user_id="alice", page_size=150), metadata=bearer("alice"), timeout=WAIT_S)
+        assert 0 < len(page.orders) < 150 and page.next_page_token and page.ByteSize() <= MAX_PAGE_BYTES
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 

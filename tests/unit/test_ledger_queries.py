@@ -14,7 +14,8 @@ from nija.aggregator.v1 import aggregator_pb2 as a
 from nija.common.v1 import common_pb2 as c
 
 from services.aggregator.backends import is_postgres
-from services.aggregator.ledger import Ledger
+from services.aggregator.ledger import MAX_PAGE_BYTES, Ledger
+from services.domain.signal import MAX_METADATA_ENTRIES, MAX_METADATA_VALUE
 from tests.unit.test_ledger import fill, refused, signal, to_executing, update
 
 
@@ -170,6 +171,24 @@ async def test_a_page_that_ends_with_the_last_order_has_no_next_token(ledger: Le
     assert token and last == ""
     assert [o.signal_id for o in first + second] == ["s3", "s2", "s1", "s0"]
     assert len((await ledger.list_orders("u1", page_size=0))[0]) == 4  # 0: the default (100)
+
+
+async def test_a_page_of_large_orders_is_cut_to_fit_a_response_and_the_next_pages_hold_the_rest(ledger: Ledger) -> None:
+    # Each order carries the most metadata a signal may (~33 KiB): 100 of them are ~3.3 MB.
+    fat = {f"k{i}": "p" * MAX_METADATA_VALUE for i in range(MAX_METADATA_ENTRIES)}
+    for n in range(100):
+        await ledger.create_order(signal(f"s{n:03d}", metadata=fat))
+
+    pages, token, seen = [], "", []
+    while True:
+        orders, token = await ledger.list_orders("u1", page_size=100, page_token=token)
+        pages.append(a.ListOrdersResponse(orders=orders, next_page_token=token).ByteSize())
+        seen.extend(o.signal_id for o in orders)
+        if not token:
+            break
+    assert seen == [f"s{n:03d}" for n in reversed(range(100))]  # each once, in order
+    assert len(pages) >= 4 and max(pages) <= MAX_PAGE_BYTES, pages
+    assert min(pages[:-1]) > MAX_PAGE_BYTES - 40_000, pages  # each cut page as full as one order allows
 
 
 def _b64(raw: bytes) -> str:
