@@ -45,7 +45,7 @@ from services.domain.retry import backoff
 from services.domain.signal import PARENT_KEY, ExecutionMethod, Side, Signal
 from services.domain.states import Status
 from services.domain.work_queue import FairQueue, QueueFull
-from services.executor.journal import Journal
+from services.executor.journal import Journal, JournaledJob
 from services.executor.venues.base import (
     Account,
     AuthenticationFailed,
@@ -99,6 +99,9 @@ class UpdateRecorder(Protocol):
 
 #: A pair is being traded while an order needed its price within this many seconds.
 HOT_PAIR_S = 10.0
+#: Journal entries recovered at once after a restart (each is a ledger round trip or two).
+RECOVERY_CONCURRENCY = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class ExecutionConfig:
@@ -390,52 +393,71 @@ class ExecutorEngine:
     async def recover(self) -> int:
         """After a restart: queue again every job the journal holds. Legs already sent are looked
         up by client order id before anything is sent (filled while we were down: the fills are
-        recorded; never placed: sent now under the same id; open: followed). Returns the count."""
+        recorded; never placed: sent now under the same id; open: followed). Returns the count.
+
+        Each entry costs a ledger round trip or two, so up to RECOVERY_CONCURRENCY are recovered
+        at once: one after another, 50 entries at the 1-4 s a loaded ledger took per answer kept
+        an executor out of service (quotes not refreshed) for minutes in a chaos run. An entry
+        that fails is left for the next run, which skips what this one took; the first failure
+        is raised once every entry has been tried."""
         if self._journal is None:
             return 0
-        pending = await self._journal.pending()
-        recovered = 0
-        for entry in pending:
-            signal = signal_from_pb(entry.signal)
-            key = (signal.user_id, signal.signal_id)
-            if key in self._jobs:
-                continue
-            if await self._routed_elsewhere(signal, sent=bool(entry.legs)):
-                # Never sent, and the router has since moved the order on (it waits for an
-                # admission only so long): taking it now would place it twice. Or it ended
-                # already (a crash between the ledger's terminal update and the journal's done).
-                log.warning("journaled order was routed elsewhere or ended meanwhile; dropped",
-                            extra={"broker": self.broker, "signal_id": signal.signal_id})
-                await self._journal.done(signal.user_id, signal.signal_id)
-                continue
-            job = _Job(signal, entry.method, entry.priority)
-            job.recovered = dict(entry.legs)
-            job.from_journal = True
-            job.status = Status.EXECUTING if entry.legs else Status.QUEUED
-            self._jobs[key] = job
-            if not entry.legs:
-                # The crash may have come between the journal and the ledger's QUEUED.
-                try:
-                    recorded = await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
-                    moved = not recorded and await self._routed_elsewhere(signal)
-                except BaseException:
-                    del self._jobs[key]  # not taken: the next recovery tries it again
-                    raise
-                if moved:
-                    # Ended (or moved on) since the check above, never sent: the aggregator ends
-                    # orders nobody carried on. The ledger refused our QUEUED: nothing may be placed.
-                    log.warning("journaled order ended meanwhile; dropped",
-                                extra={"broker": self.broker, "signal_id": signal.signal_id})
-                    del self._jobs[key]
-                    await self._journal.done(signal.user_id, signal.signal_id)
-                    continue
-            recovered += 1
-            self._queue.push_recovered(signal.user_id, job, entry.priority)
-            self._work_ready.release()
+        slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+        async def one(entry: JournaledJob) -> bool:
+            async with slots:
+                return await self._recover_one(entry)
+
+        outcomes = await asyncio.gather(*(one(entry) for entry in await self._journal.pending()), return_exceptions=True)
+        recovered = sum(1 for outcome in outcomes if outcome is True)
         if recovered:
             log.warning("recovered in-flight orders", extra={"broker": self.broker, "count": recovered})
             self._touch()
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failure is not None:
+            raise failure
         return recovered
+
+    async def _recover_one(self, entry: JournaledJob) -> bool:
+        """One journal entry queued again (True), or skipped or dropped (False)."""
+        signal = signal_from_pb(entry.signal)
+        key = (signal.user_id, signal.signal_id)
+        if key in self._jobs:
+            return False
+        if await self._routed_elsewhere(signal, sent=bool(entry.legs)):
+            # Never sent, and the router has since moved the order on (it waits for an
+            # admission only so long): taking it now would place it twice. Or it ended
+            # already (a crash between the ledger's terminal update and the journal's done).
+            log.warning("journaled order was routed elsewhere or ended meanwhile; dropped",
+                        extra={"broker": self.broker, "signal_id": signal.signal_id})
+            await self._journal.done(signal.user_id, signal.signal_id)  # type: ignore[union-attr]
+            return False
+        if key in self._jobs:  # admitted again while the ledger was asked
+            return False
+        job = _Job(signal, entry.method, entry.priority)
+        job.recovered = dict(entry.legs)
+        job.from_journal = True
+        job.status = Status.EXECUTING if entry.legs else Status.QUEUED
+        self._jobs[key] = job
+        if not entry.legs:
+            # The crash may have come between the journal and the ledger's QUEUED.
+            try:
+                recorded = await self._emit_if_legal(job, Status.QUEUED, f"queued again on {self.broker} after a restart")
+                moved = not recorded and await self._routed_elsewhere(signal)
+            except BaseException:
+                del self._jobs[key]  # not taken: the next recovery tries it again
+                raise
+            if moved:
+                # Ended (or moved on) since the check above, never sent: the aggregator ends
+                # orders nobody carried on. The ledger refused our QUEUED: nothing may be placed.
+                log.warning("journaled order ended meanwhile; dropped",
+                            extra={"broker": self.broker, "signal_id": signal.signal_id})
+                del self._jobs[key]
+                await self._journal.done(signal.user_id, signal.signal_id)  # type: ignore[union-attr]
+                return False
+        self._queue.push_recovered(signal.user_id, job, entry.priority)
+        self._work_ready.release()
+        return True
 
     async def _routed_elsewhere(self, signal: Signal, sent: bool = False) -> bool:
         """Whether the ledger shows the order finished or (never `sent` here) routed to another broker."""
