@@ -822,8 +822,11 @@ class Ledger:
     async def replay(
         self, user_id: str, after_sequence: int, signal_id: str | None = None, limit: int = 500
     ) -> list[common_pb2.ExecutionUpdate]:
-        """The user's updates with sequence > after_sequence, oldest first, at most `limit`."""
-        return await self._run(self._replay, user_id, after_sequence, signal_id, limit)
+        """The user's updates with sequence > after_sequence, oldest first, at most `limit`.
+
+        A wire after_sequence is a uint64; a sequence is stored as a signed 64-bit integer, so one
+        past that has nothing after it, as the largest does (the database would refuse it)."""
+        return await self._run(self._replay, user_id, min(after_sequence, MAX_SEQUENCE), signal_id, limit)
 
     def _replay(
         self, user_id: str, after_sequence: int, signal_id: str | None, limit: int
@@ -1070,6 +1073,8 @@ class Ledger:
 # -- query helpers ----------------------------------------------------------------------------
 
 DEFAULT_PAGE_SIZE = 100
+#: The largest sequence (and delivery position) a database column holds: signed 64-bit.
+MAX_SEQUENCE = 2**63 - 1
 MAX_PAGE_SIZE = 1000
 #: A page of orders is cut short (its next_page_token says more remain) before it holds this many
 #: bytes: an order's signal may carry ~33 KiB of metadata, so a full page of 1,000 could be ~33 MB,

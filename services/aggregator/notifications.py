@@ -81,6 +81,7 @@ from nija.common.v1 import common_pb2
 from nija.permission.v1 import permission_pb2
 
 from services.aggregator.ledger import (
+    MAX_SEQUENCE,
     NOTIFICATION_EVENTS,
     Attempt,
     DueDelivery,
@@ -597,7 +598,8 @@ class Notifications:
             raise invalid("BAD_PAGE_SIZE", f"page_size is at most {MAX_PAGE_SIZE}", field="page_size")
         after = None
         if page_token:
-            if not (page_token.isdigit() and len(page_token) <= 19):
+            if not (len(page_token) <= 19 and page_token.isascii() and page_token.isdigit()
+                    and int(page_token) <= MAX_SEQUENCE):
                 raise invalid("BAD_PAGE_TOKEN", "page_token is not a token this service issued", field="page_token")
             after = int(page_token)
         deliveries, next_after = await self.store.list_deliveries(

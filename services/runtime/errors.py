@@ -28,13 +28,31 @@ DOMAIN = "nija"
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
+#: Bytes (UTF-8) of a refusal's message, and of each ErrorInfo metadata value. A status travels
+#: in the response's trailers, twice (grpc-message, percent-encoded: up to 3x; and inside
+#: grpc-status-details-bin, base64), and a client refuses trailers over 8 KiB: a message quoting a
+#: caller's huge value whole arrived as RESOURCE_EXHAUSTED with no reason at all (found by the
+#: fuzz: a 5,000-character broker name in an Execute route). Cut, such a message still says what
+#: was wrong.
+MAX_MESSAGE_BYTES = 1024
+MAX_METADATA_BYTES = 256
+
+
+def _bounded(text: str, limit: int) -> str:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
 class ServiceError(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str, **metadata: str) -> None:
+        message = _bounded(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
-        self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.metadata = {k: _bounded(str(v), MAX_METADATA_BYTES) for k, v in metadata.items()}
 
     def __repr__(self) -> str:
         return f"ServiceError({self.code.name}, {self.reason}, {self.message!r})"

@@ -1231,3 +1231,30 @@ def test_a_request_stream_that_sends_bytes_that_are_no_message_ends_invalid_argu
     assert changes(before, snapshot(running.databases())) == {}
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert set(running.run(health(running)).values()) == {"SERVING"}
+
+
+def _target(method: str) -> Target:
+    return next(t for t in TARGETS if t.method == method)
+
+
+def test_what_the_long_run_found_is_answered_as_it_should_be(running: MeshThread, caplog: pytest.LogCaptureFixture) -> None:
+    """Three requests the 10,000-example run (and the overflow next to one of them) found wrong."""
+    caplog.set_level(logging.ERROR)
+    # A 5,000-character broker in an Execute route: its refusal quoted it whole, the status no
+    # longer fit in the trailers, and the router saw RESOURCE_EXHAUSTED without a reason.
+    execute = executor_pb2.ExecuteRequest(signal=signal(signal_id="fz-huge-broker"), route=common_pb2.RouteDecision(broker="é" * 5_000))
+    answer = running.run(call(running, _one_call(_target("Execute"), execute, "router")))
+    assert answer.code is C.INVALID_ARGUMENT and answer.reason and len(answer.details.encode()) <= 1024, answer
+    # after_sequence past a signed 64-bit integer (the wire's is unsigned): INTERNAL, from the
+    # database. Nothing comes after it: the watch is let in and waits, as for the largest.
+    for after in (2**63, 2**64 - 1):
+        watch = aggregator_pb2.WatchUpdatesRequest(user_id="alice", after_sequence=after)
+        answer = running.run(call(running, _one_call(_target("WatchUpdates"), watch, "alice")))
+        assert (answer.code, answer.responses) == (C.DEADLINE_EXCEEDED, 0), answer
+    # A delivery page token past the same limit, or in digits that are not ASCII.
+    for token in ("9223372036854775808", "9999999999999999999", "١٢٣"):
+        listing = aggregator_pb2.ListDeliveriesRequest(user_id="alice", page_token=token)
+        answer = running.run(call(running, _one_call(_target("ListDeliveries"), listing, "alice")))
+        assert (answer.code, answer.reason) == (C.INVALID_ARGUMENT, "BAD_PAGE_TOKEN"), (token, answer)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert set(running.run(health(running)).values()) == {"SERVING"}
