@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-
 from services.domain.retry import backoff
 from services.executor.venues.base import Account
 from services.runtime.errors import ServiceError
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 #: (user_id, broker) -> the stored credentials (with api_key, api_secret, passphrase), or None.
 FetchCredentials = Callable[[str, str], Awaitable[Any]]
+
 
 class AccountBook:
     def __init__(

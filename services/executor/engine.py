@@ -400,15 +400,16 @@ class ExecutorEngine:
         an executor out of service (quotes not refreshed) for minutes in a chaos run. An entry
         that fails is left for the next run, which skips what this one took; the first failure
         is raised once every entry has been tried."""
-        if self._journal is None:
+        journal = self._journal
+        if journal is None:
             return 0
         slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
 
         async def one(entry: JournaledJob) -> bool:
             async with slots:
-                return await self._recover_one(entry)
+                return await self._recover_one(journal, entry)
 
-        outcomes = await asyncio.gather(*(one(entry) for entry in await self._journal.pending()), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(entry) for entry in await journal.pending()), return_exceptions=True)
         recovered = sum(1 for outcome in outcomes if outcome is True)
         if recovered:
             log.warning("recovered in-flight orders", extra={"broker": self.broker, "count": recovered})
@@ -418,7 +419,7 @@ class ExecutorEngine:
             raise failure
         return recovered
 
-    async def _recover_one(self, entry: JournaledJob) -> bool:
+    async def _recover_one(self, journal: Journal, entry: JournaledJob) -> bool:
         """One journal entry queued again (True), or skipped or dropped (False)."""
         signal = signal_from_pb(entry.signal)
         key = (signal.user_id, signal.signal_id)
@@ -430,7 +431,7 @@ class ExecutorEngine:
             # already (a crash between the ledger's terminal update and the journal's done).
             log.warning("journaled order was routed elsewhere or ended meanwhile; dropped",
                         extra={"broker": self.broker, "signal_id": signal.signal_id})
-            await self._journal.done(signal.user_id, signal.signal_id)  # type: ignore[union-attr]
+            await journal.done(signal.user_id, signal.signal_id)
             return False
         if key in self._jobs:  # admitted again while the ledger was asked
             return False
@@ -453,7 +454,7 @@ class ExecutorEngine:
                 log.warning("journaled order ended meanwhile; dropped",
                             extra={"broker": self.broker, "signal_id": signal.signal_id})
                 del self._jobs[key]
-                await self._journal.done(signal.user_id, signal.signal_id)  # type: ignore[union-attr]
+                await journal.done(signal.user_id, signal.signal_id)
                 return False
         self._queue.push_recovered(signal.user_id, job, entry.priority)
         self._work_ready.release()
