@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test gen check-gen lint breaking ci clean
+.PHONY: run test nginx gen check-gen lint breaking ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/nija up --demo
 
-test: $(STAMP)
+test: $(STAMP) nginx
 	$(PY) -m pytest -q
+
+# The edge's tests run Debian's nginx: installed if missing (the system's service is not started).
+nginx:
+	@tools/install_nginx.sh
 
 # gen/ is produced from protos/ by this command only.
 gen: $(STAMP)
