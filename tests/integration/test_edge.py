@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import socket
 from collections import Counter
@@ -76,10 +77,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Edge:
+    target: str
+    pid: int
+
+    def rss_mib(self) -> float:
+        """nginx's memory: its master's RSS and its workers'."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return sum(_rss_of(pid) for pid in (self.pid, *map(int, children)))
+
+
+def _rss_of(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @contextlib.asynccontextmanager
-async def edge(tmp: Path, upstreams: dict[str, str]) -> AsyncIterator[str]:
-    """nginx running the deployed configuration in front of `upstreams`: its target. nginx cannot
-    say which port it got for port 0, so it is given a free one (tried again if taken meanwhile)."""
+async def edge(tmp: Path, upstreams: dict[str, str]) -> AsyncIterator[Edge]:
+    """nginx running the deployed configuration in front of `upstreams`. nginx cannot say which
+    port it got for port 0, so it is given a free one (tried again if taken meanwhile)."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if nginx is None:
         pytest.fail("nginx is not installed (.ci/run installs Debian's nginx-light)")
@@ -98,7 +117,7 @@ async def edge(tmp: Path, upstreams: dict[str, str]) -> AsyncIterator[str]:
     else:
         pytest.fail(f"nginx did not start: {(prefix / 'error.log').read_text()}")
     try:
-        yield f"127.0.0.1:{port}"
+        yield Edge(f"127.0.0.1:{port}", process.pid)
     finally:
         process.terminate()
         await process.wait()
@@ -133,7 +152,7 @@ async def test_people_reach_their_own_methods_through_the_edge_and_nothing_else_
     mesh = await start_mesh(tmp_path)
     upstreams = {name: mesh.servers[name].target for name in UPSTREAMS}
     try:
-        async with edge(tmp_path, upstreams) as target, connection(target) as channel:
+        async with edge(tmp_path, upstreams) as front, connection(front.target) as channel:
             alice = mesh.tokens.users["alice"]
             # A whole trade through the edge, and the ledger's answer about it.
             router = router_pb2_grpc.RouterServiceStub(channel)
@@ -170,8 +189,8 @@ def bearer_of(token: str) -> tuple[tuple[str, str]]:
 async def test_one_tokens_excess_is_paced_then_refused_while_another_is_served(
     ledger: RunningServer, tmp_path: Path
 ) -> None:
-    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as target, \
-            connection(target) as alices, connection(target) as bobs:
+    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as front, \
+            connection(front.target) as alices, connection(front.target) as bobs:
         def get(channel: grpc.aio.Channel, user: str, token: tuple[tuple[str, str]]) -> grpc.aio.UnaryUnaryCall:
             request = a.GetOrderRequest(user_id=user, signal_id=f"{user[0]}-0")
             return ledger_stub(channel).GetOrder(request, metadata=token, timeout=WAIT_S)
@@ -208,13 +227,14 @@ async def test_resource_abuse_through_the_edge_is_paced_before_the_server_and_ot
         if scenario == "oversized":  # her pages of large orders, as in test_resource_abuse.py
             for n in range(150):
                 await create_order(ledger_stub(direct), "alice", f"big-{n}", FAT)
-    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as target, connection(target) as channel:
+    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as front, connection(front.target) as channel:
         bob = Bystander(ledger_stub(channel))
         await bob.calls(bob.normal)
-        before = rss_mib()
-        async with abused(bob, target, scenario, count) as answered:
-            held = rss_mib()
-            print(f"\n[rss] through the edge, {scenario} {count}: server {before:.0f} -> {held:.0f} MiB")
+        before, edge_before = rss_mib(), front.rss_mib()
+        async with abused(bob, front.target, scenario, count) as answered:
+            held, edge_held = rss_mib(), front.rss_mib()
+            print(f"\n[rss] through the edge, {scenario} {count}: server {before:.0f} -> {held:.0f} MiB, "
+                  f"nginx {edge_before:.0f} -> {edge_held:.0f} MiB")
             await bob.report(f"through the edge: {scenario} {count} from alice")
             if scenario == "oversized":
                 assert answered == {"answers": {"RESOURCE_EXHAUSTED": 20, "OK": 10}}
@@ -228,6 +248,7 @@ async def test_resource_abuse_through_the_edge_is_paced_before_the_server_and_ot
                 assert set(answered["unary"]) <= {"OK", "RESOURCE_EXHAUSTED RATE_LIMITED"}
                 assert sum(answered["unary"].values()) == count
             assert held - before < 96 and held < MEMORY_LIMIT_MIB
+            assert edge_held < MEMORY_LIMIT_MIB
 
 
 async def test_a_watcher_that_never_reads_through_the_edge_costs_others_nothing_beyond_the_writes(
@@ -248,24 +269,25 @@ async def test_a_watcher_that_never_reads_through_the_edge_costs_others_nothing_
                     return
         await asyncio.gather(*(one_writer() for _ in range(8)))
 
-    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as target, connection(target) as channel:
+    async with edge(tmp_path, dict.fromkeys(UPSTREAMS, ledger.target)) as front, connection(front.target) as channel:
         bob = Bystander(ledger_stub(channel))
         async with bob.during_abuse():  # bob's "normal": the same writes, nobody silent
             await write(1500)
         bob.normal, bob.during = bob.during, []
-        silent = connection(target, http2__bdp_probe=0)
+        silent = connection(front.target, http2__bdp_probe=0)
         never_read = watch(silent, "alice")
         await until(lambda: hub.watchers("alice") == 1)
-        before = rss_mib()
+        before, edge_before = rss_mib(), front.rss_mib()
         async with bob.during_abuse():
             await write(3000)
-        after = rss_mib()
-        print(f"\n[rss] through the edge, 1,500 updates for a watcher that never reads: server {before:.0f} -> {after:.0f} MiB")
+        after, edge_after = rss_mib(), front.rss_mib()
+        print(f"\n[rss] through the edge, 1,500 updates for a watcher that never reads: server {before:.0f} -> "
+              f"{after:.0f} MiB, nginx {edge_before:.0f} -> {edge_after:.0f} MiB")
         await bob.report("through the edge: a watcher that never reads, 1,500 updates written (normal: the same writes, no such watcher)")
         # What it does not read waits in nginx's buffer and the sockets' (bounded by the kernel),
         # then in the server's watcher buffer, which cuts it off once full (test_resource_abuse.py).
         assert hub.watchers("alice") <= 1
-        assert after - before < 64 and after < MEMORY_LIMIT_MIB
+        assert after - before < 64 and after < MEMORY_LIMIT_MIB and edge_after < MEMORY_LIMIT_MIB
         never_read.cancel()
         await silent.close()
     await writer.close()
