@@ -33,7 +33,7 @@ from nija.simexchange.v1 import simexchange_pb2, simexchange_pb2_grpc
 
 from services.bench import load
 from services.chaos.reconcile import LedgerOrder, Report, Told, VenueOrder, reconcile
-from services.chaos.schedule import EXCHANGE_FAULTS, Event, Kind, Plan, schedule
+from services.chaos.schedule import EXCHANGE_FAULTS, Event, Kind, Plan, schedule, signals_due
 from services.cli import Mesh
 from services.domain.brokers import BROKERS
 from services.domain.retry import backoff
@@ -299,15 +299,16 @@ async def run(config: ChaosConfig, say: Callable[[str], None] = print) -> tuple[
             started = time.monotonic()
             give_up_at = started + config.duration_s + config.settle_s
             faults = asyncio.create_task(_faults(events, mesh, sim, started, say))
-            sent = 0
-            while (elapsed := time.monotonic() - started) < config.duration_s:
-                due = int(elapsed * config.rate_per_s) + 1
+            total, sent = signals_due(config.duration_s, config.duration_s, config.rate_per_s), 0
+            while sent < total:
+                due = signals_due(time.monotonic() - started, config.duration_s, config.rate_per_s)
                 for _ in range(due - sent):
                     pb = signals.make("chaos", rng.choice(users))
                     pb.pair = rng.choice(PAIRS)
                     clients.send(pb, give_up_at)
                 sent = max(sent, due)
-                await asyncio.sleep(1.0 / config.rate_per_s)
+                if sent < total:
+                    await asyncio.sleep(1.0 / config.rate_per_s)
             await faults
             say(f"chaos: load over ({sent} signals); waiting up to {config.settle_s:g} s for every client to reach an end")
             await clients.wait()

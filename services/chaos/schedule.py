@@ -127,3 +127,13 @@ def _params(kind: Kind, rng: random.Random) -> tuple[tuple[str, float], ...]:
     if kind is Kind.LOST_RESPONSES:
         return (("lose_response_rate", rng.choice((0.2, 0.5))),)
     return ()
+
+
+def signals_due(elapsed_s: float, duration_s: float, rate_per_s: float) -> int:
+    """How many signals the load should have sent `elapsed_s` into the run: one at the start, then
+    `rate_per_s` a second, and exactly duration x rate once the duration is over, however late
+    the load loop woke (a loaded machine) for its last ticks."""
+    total = round(duration_s * rate_per_s)
+    if elapsed_s >= duration_s:
+        return total
+    return min(total, int(elapsed_s * rate_per_s) + 1)

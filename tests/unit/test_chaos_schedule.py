@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from services.chaos.schedule import EXCHANGE_FAULTS, Kind, Plan, schedule
+from services.chaos.schedule import EXCHANGE_FAULTS, Kind, Plan, schedule, signals_due
 
 TARGETS = ("router", "router-2", "aggregator", "permission", "executor-coinbase", "executor-kraken",
            "executor-binance", "executor-alpaca")
@@ -54,3 +54,16 @@ def test_one_broker_has_one_exchange_fault_at_a_time() -> None:
 def test_a_plan_that_cannot_run_is_refused(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         plan(**kw)
+
+
+def test_the_load_sends_exactly_duration_times_rate_however_late_its_last_ticks_wake() -> None:
+    # 60 s at 8/s: one at once, then on schedule, never more than 480.
+    assert signals_due(0.0, 60, 8) == 1
+    assert signals_due(0.124, 60, 8) == 1
+    assert signals_due(0.125, 60, 8) == 2
+    assert signals_due(59.874, 60, 8) == 479
+    assert signals_due(59.99, 60, 8) == 480
+    # The loop slept past the end before its last tick (seen in CI: 479 sent, 480 expected).
+    assert signals_due(60.2, 60, 8) == 480
+    assert signals_due(600.0, 600, 15) == 9000
+    assert max(signals_due(t / 100, 60, 8) for t in range(7000)) == 480
