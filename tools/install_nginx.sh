@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The edge's tests (tests/integration/test_edge.py) run a real nginx with deploy/edge/nginx.conf.
+# The edge's tests (tests/integration/test_edge.py) run a real nginx with deploy/k8s/base/edge/nginx.conf.
 # Installs Debian's nginx-light when no nginx is installed, without starting the system's own
 # nginx service (a policy-rc.d for the install's duration): the tests start theirs on loopback.
 set -euo pipefail

