@@ -16,14 +16,10 @@ if ! command -v apt-get >/dev/null; then
 fi
 echo "== installing Debian's nginx-light (the edge's tests)"
 policy=/usr/sbin/policy-rc.d
-made_policy=""
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
   $sudo chmod +x "$policy"
-  made_policy=1
+  trap '$sudo rm -f "$policy"' EXIT  # taken away whether or not the install succeeds
 fi
 install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nginx-light >/dev/null; }
 install || { $sudo apt-get update -q >/dev/null && install; }
-if [ -n "$made_policy" ]; then
-  $sudo rm -f "$policy"
-fi

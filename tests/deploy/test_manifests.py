@@ -512,11 +512,11 @@ def edge_problems(name: str, objs: list[Obj]) -> list[str]:
     directory, _, file = config_file.rpartition("/")
     if file != "nginx.conf" or mounts.get(directory, {}).get("configMap", {}).get("name") != cm["metadata"]["name"]:
         problems.append(f"edge: {config_file} is not the mounted ConfigMap's nginx.conf")
+    services = by_name(objs, "Service")
     listen = re.search(r"^listen (\d+) ", cm["data"]["transport.conf"], re.MULTILINE)
-    service_ports = {p["name"]: p["port"] for p in by_name(objs, "Service")[EDGE]["spec"]["ports"]}
+    service_ports = {p["name"]: p["port"] for p in services[EDGE]["spec"]["ports"]}
     if listen is None or int(listen.group(1)) != ports_of(d)["grpc"] or service_ports != {"grpc": ports_of(d)["grpc"]}:
         problems.append(f"edge: listens on {listen and listen.group(1)}, container {ports_of(d)}, Service {service_ports}")
-    services = by_name(objs, "Service")
     for upstream, (host, port) in edge_upstreams(objs).items():
         svc = services.get(host)
         grpc_port = next((p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"), None) if svc else None

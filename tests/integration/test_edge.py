@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import shutil
 import socket
 from collections import Counter
@@ -26,10 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nija.aggregator.v1 import aggregator_pb2 as a
 from nija.router.v1 import router_pb2, router_pb2_grpc
 
+from services import cli
 from services.aggregator import app as aggregator_app
-from services.executor import app as executor_app
-from services.permission import app as permission_app
-from services.router import app as router_app
+from services.domain.signal import MAX_METADATA_VALUE, PARENT_KEY
 from services.runtime.auth import PrincipalKind
 from services.runtime.certs import make_dev_certs
 from services.runtime.errors import reason_of
@@ -37,13 +37,12 @@ from services.runtime.security import Security
 from services.runtime.server import Listen, RunningServer
 from services.runtime.wire import status_name
 from tests.harness import signal, start_mesh
-from tests.principals import authenticate
-from services.domain.signal import MAX_METADATA_VALUE, PARENT_KEY
-from tests.integration.abuser import WAIT_S, bearer, connection, ledger_stub, watch
 from tests.integration import test_resource_abuse
+from tests.integration.abuser import WAIT_S, bearer, connection, ledger_stub, watch
 from tests.integration.test_resource_abuse import (
     ALICE, FAT, LIMIT, MEMORY_LIMIT_MIB, Bystander, abused, create_order, rss_mib, until,
 )
+from tests.principals import authenticate
 
 #: The aggregator alone (SQLite), with its default limits; alice and bob have an order each.
 ledger = test_resource_abuse.ledger
@@ -56,13 +55,8 @@ LISTEN = "listen 50050 "
 #: Where the pod mounts its certificate Secret (tls.crt, tls.key, ca.crt) under mtls.
 TLS_DIR = "/etc/nija/tls/"
 PEOPLE = {PrincipalKind.USER, PrincipalKind.STRATEGY}
-#: Every method of the mesh and who may call it, by the upstream the edge would send it to.
-ACCESS = {
-    "router": router_app.ACCESS,
-    "aggregator": aggregator_app.ACCESS,
-    "permission": permission_app.ACCESS,
-    "executor": executor_app.ACCESS,
-}
+#: Every method of every mesh service and who may call it, by service kind.
+ACCESS = {kind: getattr(importlib.import_module(module), "ACCESS", {}) for kind, module in cli.SERVICE_MODULES.items()}
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
@@ -81,6 +75,10 @@ def edge_files(upstreams: dict[str, str], port: int, transport: Path, tls_dir: P
     return {"nginx.conf": conf, "transport.conf": listen}
 
 
+def bearer_of(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,14 +93,7 @@ class Edge:
     def rss_mib(self) -> float:
         """nginx's memory: its master's RSS and its workers'."""
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        return sum(_rss_of(pid) for pid in (self.pid, *map(int, children)))
-
-
-def _rss_of(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        return sum(rss_mib(pid) for pid in (self.pid, *map(int, children)))
 
 
 @contextlib.asynccontextmanager
@@ -156,7 +147,7 @@ async def call_raw(channel: grpc.aio.Channel, method: str, token: str) -> grpc.a
     """`method` with an empty request, as `token`'s holder: how it was refused (None if answered)."""
     call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     try:
-        await call(b"", metadata=(("authorization", f"Bearer {token}"),), timeout=WAIT_S)
+        await call(b"", metadata=bearer_of(token), timeout=WAIT_S)
     except grpc.aio.AioRpcError as exc:
         return exc
     return None
@@ -191,7 +182,7 @@ async def test_people_reach_their_own_methods_through_the_edge_and_nothing_else_
                     (served if public else refused).append((method, at_edge))
             assert [m for m, at_edge in served if at_edge] == []
             assert [m for m, at_edge in refused if not at_edge] == []
-            assert len(served) == 17 and len(refused) == len(sum((list(r) for r in ACCESS.values()), [])) - 17
+            assert len(served) == 17 and len(served) + len(refused) == sum(map(len, ACCESS.values()))
     finally:
         await mesh.stop()
 
@@ -227,10 +218,6 @@ async def test_under_mtls_the_edge_speaks_tls_to_clients_and_presents_its_certif
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
-
-
-def bearer_of(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 async def test_one_tokens_excess_is_paced_then_refused_while_another_is_served(

@@ -57,8 +57,9 @@ ALICE = (PrincipalKind.USER, "alice")
 FAT = {f"k{i}": "p" * MAX_METADATA_VALUE for i in range(MAX_METADATA_ENTRIES)}
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
+def rss_mib(pid: int | str = "self") -> float:
+    """A process's resident memory (this one's by default)."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
